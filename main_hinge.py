@@ -1,0 +1,531 @@
+"""Hinge: train or evaluate a baseline CNN, or compress it with group sparsity.
+
+With a baseline --model (VGG, ResNet, DenseNet, ResNeXt, Wide_ResNet) this trains or, with --test_only,
+evaluates the plain network. With a Hinge_* model it runs the method: search (proximal-gradient training
+of the sparsity-inducing matrices), threshold search to the FLOPs target, compression, converging
+(fine-tuning); --load resumes either stage, --test_only evaluates a (compressed) checkpoint.
+"""
+
+import json
+import sys
+from argparse import Namespace
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+import option
+from data import Data, build_data
+from loss import Loss
+from model import build_baseline, is_baseline
+from model_hinge import adapter_for, is_hinge
+from model_hinge.core import HingeModel
+from model_hinge.search import (
+    ConvergingHooks,
+    SearchController,
+    SearchHooks,
+    compression_report,
+    initial_layer_weights,
+    search_param_groups,
+)
+from model_hinge.surgery import compress, load_state
+from trainer import BatchHooks, History, Trainer, describe_lrs, save_files, set_learning_rates
+from utils import plot
+from utils.board import Board, require_tensorboard
+from utils.complexity import ComplexityModel
+from utils.errors import NonFiniteError, UsageError
+from utils.io import load_torch, save_torch
+from utils.rundir import RunLog, remove_run_dir, resolve_run_dir
+from utils.schedule import StepSchedule
+
+MAX_SEARCH_EPOCHS = 200
+CONVERGING_STREAM = 100_000
+FILES = {
+    'baseline': ('model_latest.pt', 'model_best.pt', 'model_{}.pt', 'optimizer.pt', 'epochs.pt'),
+    'search': ('model_latest.pt', 'model_best.pt', 'model_{}.pt', 'optimizer.pt', 'epochs.pt'),
+    'converging': ('model_converging_latest.pt', 'model_converging_best.pt', 'model_converging_{}.pt',
+                   'optimizer_converging.pt', 'epochs_converging.pt'),
+}
+
+
+@dataclass
+class Session:
+    """What every stage of a run shares."""
+
+    args: Namespace
+    device: torch.device
+    data: Data
+    run_dir: Path
+    log: RunLog
+    history: History
+    trainer: Trainer
+    criterion: Loss
+    budget: int | None
+
+    def close(self) -> None:
+        self.history.board.close()
+        self.log.close()
+
+    def spend_epoch(self) -> bool:
+        """Whether this process may train one more epoch (`budget` epochs per call, None: unlimited)."""
+        if self.budget is None:
+            return True
+        if self.budget <= 0:
+            return False
+        self.budget -= 1
+        return True
+
+
+def validate(args: Namespace) -> None:
+    """Flag checks that need no files; everything here fails before anything is written."""
+    if not is_baseline(args.model) and not is_hinge(args.model):
+        raise UsageError(f'--model {args.model} is unknown; use VGG, ResNet, DenseNet, ResNeXt, Wide_ResNet or a '
+                         'Hinge model (Hinge_ResNet_Basic_SVD, Hinge_ResNet_Basic, Hinge_VGG).')
+    checks = [(args.epochs >= 0, '--epochs must be 0 or more'), (args.lr > 0, '--lr must be positive'),
+              (args.print_every >= 1, '--print_every must be at least 1'),
+              (args.prox_freq >= 1, '--prox_freq must be at least 1'),
+              (0 < args.remain_percentage <= 1, '--remain_percentage must be in (0, 1]'),
+              (args.n_GPUs >= 1, '--n_GPUs must be at least 1')]
+    if is_hinge(args.model):
+        checks += [(0 < args.ratio <= 1, f'--ratio {args.ratio} must be in (0, 1] (the target FLOPs fraction)'),
+                   (args.optimizer in ('PG', 'SGD'), f'--optimizer {args.optimizer} cannot train a Hinge model; '
+                                                      'use PG (proximal gradient) or SGD'),
+                   (args.threshold >= 0, '--threshold must be 0 or more')]
+    else:
+        checks.append((args.optimizer in ('SGD', 'Adam', 'RMSprop'),
+                       f'--optimizer {args.optimizer} does not apply to a baseline; use SGD, Adam or RMSprop'))
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message + '.')
+    if args.n_GPUs > 1:
+        raise UsageError('--n_GPUs > 1 is not supported by this version; train on one GPU.')
+    if args.precision == 'half' and (args.cpu or not torch.cuda.is_available()):
+        raise UsageError('--precision half needs a GPU; use single (or bf16) on the CPU.')
+    StepSchedule(args.decay, args.gamma, args.linear)
+    Loss(args.loss)
+    if args.summary:
+        require_tensorboard()
+
+
+def pick_device(args: Namespace) -> torch.device:
+    return torch.device('cuda' if torch.cuda.is_available() and not args.cpu else 'cpu')
+
+
+def checkpoint_file(path: str) -> Path:
+    """A .pt file as given, or the latest model of a run directory (as the original resolves --pretrain)."""
+    p = Path(path)
+    return p / 'model' / 'model_latest.pt' if p.is_dir() else p
+
+
+def open_session(args: Namespace, device: torch.device, data: Data, run_dir: Path, net: nn.Module, results: dict,
+                 budget: int | None, fresh: bool) -> Session:
+    """Create the run directory (after every check has passed) and the objects shared by the stages."""
+    if args.reset and fresh:
+        remove_run_dir(run_dir, args.dir_save)
+    log = RunLog(run_dir, args)
+    history = History(run_dir, results, Board(run_dir, args.summary))
+    criterion = Loss(args.loss).to(device)
+    if device.type == 'cuda':
+        net.to(memory_format=torch.channels_last)
+        for loader in (data.train, data.test):
+            if loader is not None:
+                loader.memory_format = torch.channels_last
+    for loader in (data.train, data.test):
+        if loader is not None:
+            loader.to(device)
+    trainer = Trainer(args, net, criterion, data, log, device)
+    return Session(args, device, data, run_dir, log, history, trainer, criterion, budget)
+
+
+def base_results(args: Namespace, data: Data, run_dir: Path, flops: int, params: int,
+                 flops_c: int, params_c: int) -> dict:
+    return {'model': args.model, 'dataset': data.name, 'run_dir': str(run_dir), 'flops': flops, 'params': params,
+            'flops_compressed': flops_c, 'params_compressed': params_c, 'flops_ratio': flops_c / flops,
+            'params_ratio': params_c / params, 'threshold': None}
+
+
+def log_evaluation(s: Session, test: tuple, epoch_continue: int | None = None) -> None:
+    """The original's evaluation block (best over all logged epochs)."""
+    s.log.write('\nEvaluation:')
+    for i, name in enumerate(('Loss', 'Top1 error', 'Top5 error')):
+        best, at = s.history.best_line(i)
+        s.log.write(f'{name}: {test[i]:.3f} (Best: {best:.3f} from epoch {at})')
+    if epoch_continue is not None and epoch_continue > 1:
+        searched = s.history.log_test[:epoch_continue - 1]
+        if len(searched):
+            s.log.write('\nBest during searching')
+            for i, name in enumerate(('Loss', 'Top1 error', 'Top5 error')):
+                s.log.write(f'{name}: {float(searched[:, i].min()):.3f} from epoch {int(searched[:, i].argmin())}')
+
+
+def save_epoch(s: Session, stage: str, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+    """Checkpoint, logs, plots and results.json after an epoch; the epoch counter is written last."""
+    latest, best, numbered, optimizer_file, epochs_file = FILES[stage]
+    state = s.trainer.net.state_dict()
+    files = {f'model/{latest}': state}
+    if s.history.is_best(stage, s.args.top):
+        files[f'model/{best}'] = state
+    if s.args.save_models:
+        files[f'model/{numbered.format(epoch)}'] = state
+    files.update(s.history.files())
+    files['loss.pt'] = s.criterion.state_dict()
+    files[optimizer_file] = optimizer.state_dict()
+    save_files(s.run_dir, files)
+    s.history.write_plots(s.args.test_only)
+    s.history.write_results()
+    save_torch(epoch, s.run_dir / epochs_file)
+
+
+def restore_history(s: Session, stage: str, finished: int) -> None:
+    """Bring back the history of the run being resumed, up to its last finished epoch of `stage`; the
+    loss/error logs are rebuilt from it, so an epoch interrupted half-way is simply done again."""
+    results_file = s.run_dir / 'results.json'
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    order = ('test', 'baseline', 'search', 'converging')
+    kept = [h for h in results.get('history', [])
+            if order.index(h['stage']) < order.index(stage) or (h['stage'] == stage and h['epoch'] <= finished)]
+    s.history.restore(dict(results, history=kept))
+
+
+def resume_point(run_dir: Path, stage: str, resume: int) -> tuple[Path, int]:
+    """The model file and finished-epoch count to resume a stage from (--resume N: epoch N's file)."""
+    latest, _, numbered, _, epochs_file = FILES[stage]
+    epochs = load_torch(run_dir / epochs_file, '--load') if (run_dir / epochs_file).is_file() else 0
+    if resume > 0:
+        return run_dir / 'model' / numbered.format(resume), resume
+    return run_dir / 'model' / latest, int(epochs)
+
+
+def make_optimizer(args: Namespace, groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    """SGD (or Adam/RMSprop for baselines) with each group's base lr kept as 'initial_lr'."""
+    for g in groups:
+        g.setdefault('lr', lr)
+        g.setdefault('initial_lr', g['lr'])
+    if args.optimizer == 'Adam':
+        return torch.optim.Adam(groups, lr=lr, betas=args.betas, eps=args.epsilon, weight_decay=args.weight_decay)
+    if args.optimizer == 'RMSprop':
+        return torch.optim.RMSprop(groups, lr=lr, eps=args.epsilon, weight_decay=args.weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=args.momentum, nesterov=args.nesterov,
+                           weight_decay=args.weight_decay)
+
+
+def train_epochs(s: Session, stage: str, optimizer: torch.optim.Optimizer, start: int, last: int,
+                 hooks: BatchHooks, stage_text: str = '', stream_offset: int = 0,
+                 epoch_continue: int | None = None) -> int:
+    """Epochs start+1..last of a stage (baseline or converging); returns the last finished epoch."""
+    schedule = StepSchedule(s.args.decay, s.args.gamma, s.args.linear)
+    epoch = start
+    while epoch < last and s.spend_epoch():
+        epoch += 1
+        factor = schedule.factor(epoch)
+        set_learning_rates(optimizer, factor)
+        s.log.write(f'[Epoch {epoch}]\t{describe_lrs(optimizer)}{stage_text}')
+        stats = s.trainer.train_epoch(epoch, optimizer, factor, hooks, stream_offset + epoch)
+        test = s.trainer.evaluate()
+        s.history.add_epoch(stage, epoch, stats, test, {'lr': optimizer.param_groups[0]['lr']})
+        log_evaluation(s, test, epoch_continue)
+        s.log.write(f'Time: {stats["seconds"]:.2f}s\n')
+        save_epoch(s, stage, epoch, optimizer)
+    return epoch
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Baselines
+
+
+def run_baseline(args: Namespace, device: torch.device, budget: int | None) -> dict:
+    data = build_data(args)
+    net = build_baseline(args)
+    run_dir = resolve_run_dir(args)
+    start = 0
+    if args.load:
+        model_file, start = resume_point(run_dir, 'baseline', args.resume)
+        load_state(net, load_torch(model_file, '--load'), f'--load {model_file}', adapt=False)
+    elif args.pretrain:
+        path = checkpoint_file(args.pretrain)
+        load_state(net, load_torch(path, '--pretrain'), f'--pretrain {path}', adapt=False)
+    elif args.test_only:
+        raise UsageError('--test_only needs a checkpoint: pass --pretrain FILE (or --load RUN_DIR).')
+    counter = ComplexityModel.trace(net, data.input_dim)
+    flops, params = counter.flops(), counter.params()
+    net.to(device)
+    s = open_session(args, device, data, run_dir, net, base_results(args, data, run_dir, flops, params, flops, params),
+                     budget, fresh=not args.load)
+    s.log.write(f'Flops: {flops / 1e9:.4f} [G] counted analytically; Params: {params / 1e3:.2f} [k]\n')
+    if args.test_only:
+        return test_only(s)
+    optimizer = make_optimizer(args, [{'params': [p for p in net.parameters() if p.requires_grad]}], args.lr)
+    if args.load:
+        restore_history(s, 'baseline', start)
+        if (run_dir / 'optimizer.pt').is_file():
+            optimizer.load_state_dict(load_torch(run_dir / 'optimizer.pt', '--load'))
+    train_epochs(s, 'baseline', optimizer, start, args.epochs, BatchHooks())
+    s.close()
+    return s.history.results
+
+
+def test_only(s: Session, extra: dict | None = None) -> dict:
+    """Evaluate once and write the log, results.json and test_log.pt."""
+    test = s.trainer.evaluate()
+    s.history.add_epoch('test', 0, None, test, dict(extra or {}, images_per_second=s.trainer.eval_images_per_second))
+    log_evaluation(s, test)
+    save_files(s.run_dir, s.history.files())
+    s.history.write_plots(True)
+    s.history.write_results()
+    s.close()
+    return s.history.results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hinge models
+
+
+def hinge_phase(args: Namespace, run_dir: Path) -> str:
+    """test (evaluate), converging (resume after compression), search (resume) or fresh."""
+    if args.test_only:
+        return 'test'
+    if args.load:
+        return 'converging' if (run_dir / 'compression_information.pt').is_file() else 'search'
+    return 'fresh'
+
+
+def load_teacher(args: Namespace, family: str, device: torch.device) -> nn.Module:
+    """The baseline of the same family, loaded strictly from --teacher, in eval mode."""
+    teacher = build_baseline(args, family)
+    path = checkpoint_file(args.teacher)
+    load_state(teacher, load_torch(path, '--teacher'), f'--teacher {path}', adapt=False)
+    return teacher.to(device).eval()
+
+
+def build_hinge(args: Namespace, data: Data, run_dir: Path, phase: str) -> tuple[HingeModel, dict | None]:
+    """The converted network with the state of its phase loaded; layer weights for a (resumed) search."""
+    adapter = adapter_for(args.model)
+    net = build_baseline(args, adapter.baseline)
+    init = phase in ('fresh', 'search')
+    if init and args.pretrain:
+        path = checkpoint_file(args.pretrain)
+        load_state(net, load_torch(path, '--pretrain'), f'--pretrain {path}', adapt=False)
+    hm = HingeModel(net, adapter, args, data.input_dim, init=init)
+    weights = initial_layer_weights(hm.families) if init and args.layer_balancing else None
+    if phase == 'test':
+        source = args.pretrain or str(run_dir)
+        if 'merge' in source:
+            hm.merge()
+        path = checkpoint_file(source)
+        if not args.pretrain:
+            stage = 'converging' if (run_dir / 'compression_information.pt').is_file() else 'search'
+            path = resume_point(run_dir, stage, args.resume)[0]
+        load_state(net, load_torch(path, '--pretrain'), f'--pretrain {path}', adapt=True)
+    elif phase == 'search':
+        path = resume_point(run_dir, 'search', args.resume)[0]
+        load_state(net, load_torch(path, '--load'), f'--load {path}', adapt=False)
+    elif phase == 'converging':
+        path = resume_point(run_dir, 'converging', args.resume)[0]
+        load_state(net, load_torch(path, '--load'), f'--load {path}', adapt=True)
+    try:
+        hm.retrace()
+    except RuntimeError as err:
+        raise UsageError(f'the loaded tensors do not fit together ({str(err).splitlines()[0]}); '
+                         'is the checkpoint of this --model and --depth?') from None
+    return hm, weights
+
+
+def run_hinge(args: Namespace, device: torch.device, budget: int | None) -> dict:
+    data = build_data(args)
+    run_dir = resolve_run_dir(args)
+    phase = hinge_phase(args, run_dir)
+    if args.test_only and not args.pretrain and not args.load:
+        raise UsageError('--test_only needs a checkpoint: pass --pretrain FILE (or --load RUN_DIR).')
+    hm, layer_weights = build_hinge(args, data, run_dir, phase)
+    teacher = None
+    if phase != 'test' and (args.distillation or args.load_original_param):
+        teacher = load_teacher(args, hm.adapter.baseline, device)
+    flops_c, params_c = hm.flops_params()
+    hm.net.to(device)
+    results = base_results(args, data, run_dir, hm.baseline_flops, hm.baseline_params, flops_c, params_c)
+    s = open_session(args, device, data, run_dir, hm.net, results, budget, fresh=phase == 'fresh')
+    if phase == 'fresh' and not args.pretrain:
+        s.log.write('Warning: no --pretrain given; compressing a randomly initialised network.')
+    s.log.write(complexity_line(hm.baseline_flops, hm.baseline_params, flops_c, params_c))
+    if phase == 'test':
+        return test_only(s, {'flops_ratio': flops_c / hm.baseline_flops})
+    if phase == 'converging':
+        info = load_torch(run_dir / 'compression_information.pt', '--load')
+        s.history.results['threshold'] = info.get('threshold')
+        epoch_continue = int(info['epoch_continue'])
+    else:
+        epoch_continue, controller = search_stage(s, hm, layer_weights, phase)
+        if epoch_continue is None:
+            s.close()
+            return s.history.results
+        compress_stage(s, hm, controller, teacher, epoch_continue)
+    converging_stage(s, hm, teacher, epoch_continue)
+    s.close()
+    return s.history.results
+
+
+def complexity_line(flops: int, params: int, flops_c: int, params_c: int) -> str:
+    return (f'FLOPs ratio {flops_c / flops * 100:.2f} = {flops_c / 1e9:.4f} [G] / {flops / 1e9:.4f} [G]; '
+            f'Parameter ratio {params_c / params * 100:.2f} = {params_c / 1e3:.2f} [k] / {params / 1e3:.2f} [k].')
+
+
+def search_stage(s: Session, hm: HingeModel, layer_weights: dict | None,
+                 phase: str) -> tuple[int | None, SearchController]:
+    """Train until the would-be FLOPs ratio is within --stop_limit of --ratio (at most 200 epochs).
+
+    Returns the epoch the converging stage continues from (None when the epoch budget ran out first) and the
+    controller, whose group norms decide the compression.
+    """
+    args = s.args
+    controller = SearchController(hm, args, layer_weights)
+    optimizer = make_optimizer(args, search_param_groups(hm, args.lr, args.lr_ratio, set()), args.lr)
+    schedule = StepSchedule(args.decay, args.gamma, args.linear)
+    hooks = SearchHooks(controller, args)
+    epoch, ratios = 0, []
+    if phase == 'search':
+        epoch = int(load_torch(s.run_dir / 'epochs.pt', '--load')) if args.resume <= 0 else args.resume
+        restore_history(s, 'search', epoch)
+        optimizer.load_state_dict(load_torch(s.run_dir / 'optimizer.pt', '--load'))
+        ratios = [h['flops_ratio'] for h in s.history.results['history'] if h['stage'] == 'search'][:epoch]
+    else:
+        test = s.trainer.evaluate()
+        s.history.results['baseline_top1_err'] = test[1]
+        s.log.write(f'Before the search (the converted baseline): Loss: {test[0]:.3f}, Top1 error: {test[1]:.3f}, '
+                    f'Top5 error: {test[2]:.3f}')
+    ratio = ratios[-1] if ratios else 1.0
+    while ratio - args.ratio > args.stop_limit and epoch < MAX_SEARCH_EPOCHS:
+        if not s.spend_epoch():
+            return None, controller
+        epoch += 1
+        factor = schedule.factor(epoch)
+        set_learning_rates(optimizer, factor, controller.lr_multipliers(len(optimizer.param_groups), hooks.ratio)
+                           if hm.adapter.separate_roles else None)
+        s.log.write(f'[Epoch {epoch}]\t{describe_lrs(optimizer)}\tSearching Stage')
+        stats = s.trainer.train_epoch(epoch, optimizer, factor, hooks, epoch)
+        test = s.trainer.evaluate()
+        flops_c, params_c, _ = controller.cost(controller.family_norms(), args.threshold)
+        ratio = flops_c / hm.baseline_flops
+        ratios.append(ratio)
+        s.history.add_epoch('search', epoch, stats, test,
+                            {'lr': optimizer.param_groups[-1]['lr'], 'flops_ratio': ratio, 'flops_compressed': flops_c,
+                             'params_compressed': params_c, 'params_ratio': params_c / hm.baseline_params,
+                             'threshold': args.threshold})
+        log_evaluation(s, test)
+        s.log.write(f'Time: {stats["seconds"]:.2f}s\n')
+        s.log.write(complexity_line(hm.baseline_flops, hm.baseline_params, flops_c, params_c))
+        save_epoch(s, 'search', epoch, optimizer)
+        plot.compression_ratio(ratios, s.run_dir / 'compression_ratio.png')
+        if args.legacy_search and not controller.frozen:
+            controller.freeze_compressible()
+    return epoch + 1, controller
+
+
+def reset_to_teacher(hm: HingeModel, teacher: nn.Module, args: Namespace) -> None:
+    """--load_original_param: the converted network's values become those of the converted teacher."""
+    import copy
+
+    fresh = copy.deepcopy(teacher).cpu()
+    hm.adapter.insert(fresh, args.init_method)
+    own = hm.net.state_dict()
+    with torch.no_grad():
+        for key, value in fresh.state_dict().items():
+            own[key].copy_(value)
+
+
+def compress_stage(s: Session, hm: HingeModel, controller: SearchController, teacher: nn.Module | None,
+                   epoch_continue: int) -> None:
+    """Threshold search to --ratio, the compression report, and the physical compression."""
+    args = s.args
+    norms = controller.family_norms()
+    if args.legacy_search:
+        threshold = controller.search_threshold_legacy(norms, args.ratio, s.log)
+    else:
+        threshold = controller.search_threshold(norms, args.ratio, s.log)
+    flops_c, params_c, kept = controller.cost(norms, threshold)
+    lines, info, per_layer = compression_report(hm, norms, kept, threshold, epoch_continue, flops_c, params_c)
+    for line in lines:
+        s.log.write(line)
+    if args.load_original_param:
+        reset_to_teacher(hm, teacher, args)
+    compress(hm.families, kept, hm.net)
+    hm.retrace()
+    flops_now, params_now = hm.flops_params()
+    test = s.trainer.evaluate()
+    s.log.write(complexity_line(hm.baseline_flops, hm.baseline_params, flops_now, params_now))
+    s.log.write(f'After compression, before converging: Loss: {test[0]:.3f}, Top1 error: {test[1]:.3f}, '
+                f'Top5 error: {test[2]:.3f}\n')
+    s.history.results.update(flops_compressed=flops_now, params_compressed=params_now,
+                             flops_ratio=flops_now / hm.baseline_flops, params_ratio=params_now / hm.baseline_params,
+                             threshold=threshold, compressed_top1_err=test[1], search_epochs=epoch_continue - 1)
+    s.history.write_results()
+    plot.per_layer_ratio(per_layer, s.run_dir / 'per_layer_compression_ratio.png')
+    save_torch(hm.net.state_dict(), s.run_dir / 'model' / FILES['converging'][0])
+    save_torch(0, s.run_dir / FILES['converging'][4])
+    save_torch(info, s.run_dir / 'compression_information.pt')
+
+
+def converging_stage(s: Session, hm: HingeModel, teacher: nn.Module | None, epoch_continue: int) -> None:
+    """Fine-tune the compressed network for --epochs at lr x lr_factor (distilling from --teacher)."""
+    args = s.args
+    optimizer = make_optimizer(args, [{'params': [p for p in hm.net.parameters() if p.requires_grad]}],
+                               args.lr * args.lr_factor)
+    start = int(load_torch(s.run_dir / FILES['converging'][4], '--load')) if (
+        s.run_dir / FILES['converging'][4]).is_file() else 0
+    if args.resume > 0 and args.load:
+        start = args.resume
+    if args.load:
+        restore_history(s, 'converging', start)
+    if start > 0 and (s.run_dir / FILES['converging'][3]).is_file():
+        optimizer.load_state_dict(load_torch(s.run_dir / FILES['converging'][3], '--load'))
+    s.trainer.teacher = teacher if args.distillation else None
+    hooks = ConvergingHooks(SearchController(hm, args, None) if hm.families else None)
+    train_epochs(s, 'converging', optimizer, start, args.epochs, hooks,
+                 f'\tConverging Stage (Searching Epoch {epoch_continue})', CONVERGING_STREAM, epoch_continue)
+    summary(s, hm)
+
+
+def summary(s: Session, hm: HingeModel) -> None:
+    """The closing lines: complexity and error before/after, and where everything is."""
+    r = s.history.results
+    flops_c, params_c = hm.flops_params()
+    fmt = lambda v: 'n/a' if v is None else f'{v:.2f}%'  # noqa: E731
+    s.log.write('Summary')
+    s.log.write(f'  FLOPs:  {hm.baseline_flops / 1e6:.2f}M -> {flops_c / 1e6:.2f}M '
+                f'(ratio {flops_c / hm.baseline_flops:.4f})')
+    s.log.write(f'  Params: {hm.baseline_params / 1e3:.2f}k -> {params_c / 1e3:.2f}k '
+                f'(ratio {params_c / hm.baseline_params:.4f})')
+    s.log.write(f'  Top-1 error: before compression {fmt(r.get("baseline_top1_err"))}, right after compression '
+                f'{fmt(r.get("compressed_top1_err"))}, after converging {fmt(r.get("top1_err"))} '
+                f'(best {fmt(r.get("best_top1_err"))})')
+    s.log.write(f'  Run directory: {s.run_dir}')
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def run(args: Namespace, epoch_budget: int | None = None) -> dict:
+    """Run what the flags ask for; `epoch_budget` stops cleanly after that many training epochs (resume with
+    --load). Returns the content of results.json."""
+    validate(args)
+    torch.manual_seed(args.seed)
+    device = pick_device(args)
+    if is_baseline(args.model):
+        return run_baseline(args, device, epoch_budget)
+    return run_hinge(args, device, epoch_budget)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(option.parse_args(argv))
+    except UsageError as err:
+        print(f'main_hinge.py: error: {err}', file=sys.stderr)
+        return 2
+    except NonFiniteError as err:
+        print(f'main_hinge.py: stopped: {err}', file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Physical compression by index selection, conv+A merging, and loading checkpoints into a network.
+
+Nothing here knows an architecture: the group families say which tensor axes to select, and module
+attributes (channel counts, groups) are re-derived from the tensor shapes afterwards.
+"""
+
+import torch
+import torch.nn as nn
+
+from model_hinge.groups import GroupFamily
+from utils.errors import UsageError
+
+OPTIONAL_KEYS = ('running_grad_ratio',)
+
+
+def select_kept(norms: torch.Tensor, threshold: float, percentage: float, fixed: int = 0) -> torch.Tensor:
+    """Indices (sorted) of the groups that survive nullification, with the original's rule.
+
+    Keep groups with norm >= min(t, threshold), t being the k-th largest norm (k = remain percentage of the
+    groups, at least one), so at least the k largest survive. With `fixed` > 0 (--p1_p2_same_ratio) keep the
+    `fixed` largest. If the k-th largest norm is zero, keep the nonzero groups plus the first k; if every norm
+    is zero, keep the first k.
+    """
+    k = fixed if fixed else max(1, int(len(norms) * percentage))
+    k = min(k, len(norms))
+    first_k = torch.arange(k)
+    if norms.max() == 0:
+        return first_k
+    t = norms.topk(k).values[-1]
+    if t == 0:
+        keep = (norms > 0).nonzero().view(-1)
+        return torch.unique(torch.cat([first_k, keep]))
+    bound = t if fixed else min(t, torch.tensor(threshold, dtype=norms.dtype))
+    keep = norms > bound if threshold == 0 and not fixed else norms >= bound
+    return keep.nonzero().view(-1)
+
+
+def kept_groups(families: list[GroupFamily], norms: dict, threshold: float, percentage: float,
+                same_ratio: bool) -> dict:
+    """The surviving groups of every family; a family with `same_as` keeps as many as its partner."""
+    kept = {}
+    for fam in families:
+        fixed = len(kept[fam.same_as]) if same_ratio and fam.same_as is not None else 0
+        kept[fam] = select_kept(norms[fam], threshold, percentage, fixed)
+    return kept
+
+
+def compressed_shape_of(families: list[GroupFamily], kept_counts: dict):
+    """A shape function for the complexity counter: every cut axis shrinks to its family's kept channels."""
+    axes: dict[int, list[tuple[int, int]]] = {}
+    for fam in families:
+        for cut in fam.cuts:
+            axes.setdefault(id(cut.tensor), []).append((cut.axis, kept_counts[fam] * fam.chunk))
+
+    def shape_of(t: torch.Tensor) -> tuple:
+        shape = list(t.shape)
+        for axis, size in axes.get(id(t), ()):
+            shape[axis] = size
+        return tuple(shape)
+
+    return shape_of
+
+
+@torch.no_grad()
+def compress(families: list[GroupFamily], kept: dict, net: nn.Module) -> None:
+    """Index-select every cut tensor to the kept channels (tensors keep their identity) and update modules."""
+    for fam in families:
+        for cut in fam.cuts:
+            t = cut.tensor
+            index = fam.channels(kept[fam]).to(t.device)
+            if isinstance(t, nn.Parameter):
+                t.grad = None
+            t.data = t.data.index_select(cut.axis, index).contiguous()
+    sync_module_attributes(net)
+
+
+def sync_module_attributes(net: nn.Module) -> None:
+    """Re-derive channel counts (and conv groups) from the tensor shapes after a compression or load."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            per_group_out = max(1, m.out_channels // m.groups)
+            m.out_channels = m.weight.shape[0]
+            m.groups = max(1, m.out_channels // per_group_out) if m.groups > 1 else 1
+            m.in_channels = m.weight.shape[1] * m.groups
+        elif isinstance(m, nn.BatchNorm2d):
+            ref = m.running_mean if m.running_mean is not None else m.weight
+            m.num_features = ref.shape[0]
+        elif isinstance(m, nn.Linear):
+            m.out_features, m.in_features = m.weight.shape
+
+
+@torch.no_grad()
+def merge_pair(pair: nn.Sequential) -> nn.Conv2d:
+    """Fold Sequential(conv, A) into the single convolution A * conv (biases folded too)."""
+    conv, matrix = pair[0], pair[1]
+    a = matrix.weight.flatten(1)
+    weight = torch.einsum('om,mikl->oikl', a, conv.weight)
+    bias = matrix.bias.clone() if matrix.bias is not None else None
+    if conv.bias is not None:
+        bias = (bias if bias is not None else 0) + a @ conv.bias
+    merged = nn.Conv2d(conv.in_channels, a.shape[0], conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                       dilation=conv.dilation, groups=conv.groups, bias=bias is not None)
+    merged.weight.data = weight.contiguous()
+    if bias is not None:
+        merged.bias.data = bias
+    return merged.to(conv.weight.device)
+
+
+def _describe(keys: list[str]) -> str:
+    shown = ', '.join(keys[:3])
+    return shown + (f' and {len(keys) - 3} more' if len(keys) > 3 else '')
+
+
+def load_state(net: nn.Module, state: dict, what: str, adapt: bool) -> list[str]:
+    """Copy a state dict into `net`. Strict unless `adapt`, where a tensor of smaller shape replaces the
+    model's (the original's load of compressed checkpoints) and channel attributes follow.
+
+    Keys must match; a missing num_batches_tracked is tolerated and reported. Anything else that does not
+    fit (other keys, other ranks, larger shapes) means another architecture and is refused.
+    Returns notes for the log.
+    """
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UsageError(f'{what} is not a state_dict (a mapping of names to tensors); '
+                         'save checkpoints with torch.save(model.state_dict(), path).')
+    own = net.state_dict(keep_vars=True)
+    optional = [k for k in OPTIONAL_KEYS if k in state and k in net._buffers]
+    unexpected = [k for k in state if k not in own and k not in optional]
+    missing = [k for k in own if k not in state]
+    tolerated = [k for k in missing if k.endswith('num_batches_tracked')]
+    missing = [k for k in missing if k not in tolerated]
+    bad_shape = [k for k in state if k in own and not _fits(state[k], own[k], adapt)]
+    if unexpected or missing or bad_shape:
+        parts = []
+        if missing:
+            parts.append(f'{len(missing)} tensors of the model are missing ({_describe(missing)})')
+        if unexpected:
+            parts.append(f'{len(unexpected)} tensors are unknown to it ({_describe(unexpected)})')
+        if bad_shape:
+            k = bad_shape[0]
+            parts.append(f'{len(bad_shape)} have incompatible shapes (e.g. {k}: checkpoint '
+                         f'{tuple(state[k].shape)}, model {tuple(own[k].shape)})')
+        raise UsageError(f'{what} was written for another architecture: {"; ".join(parts)}; '
+                         'check --model, --depth and the other architecture flags.')
+    with torch.no_grad():
+        for k, v in state.items():
+            if k in optional:
+                setattr(net, k, v.to(_device_of(net)))
+                continue
+            t = own[k]
+            if t.shape == v.shape:
+                t.copy_(v)
+            else:
+                t.data = v.to(device=t.device, dtype=t.dtype).clone()
+    sync_module_attributes(net)
+    return [f'{what}: {len(tolerated)} num_batches_tracked entries were absent (left at zero).'] if tolerated else []
+
+
+def _fits(value: torch.Tensor, target: torch.Tensor, adapt: bool) -> bool:
+    if value.shape == target.shape:
+        return True
+    return adapt and value.dim() == target.dim() and all(a <= b for a, b in zip(value.shape, target.shape, strict=True))
+
+
+def _device_of(net: nn.Module) -> torch.device:
+    return next(net.parameters()).device

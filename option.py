@@ -1,0 +1,174 @@
+"""Command-line flags: every flag of the original Hinge code (same name, type, default), in readable groups."""
+
+import argparse
+from collections.abc import Sequence
+
+import template
+
+
+def _float_pair(text: str) -> tuple:
+    """Parse '0.9,0.999' (the --betas value) into a pair of floats."""
+    parts = [float(x) for x in str(text).strip('()[] ').split(',') if x.strip()]
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError('expected two comma-separated numbers, e.g. 0.9,0.999')
+    return tuple(parts)
+
+
+def _add_hardware(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group('hardware')
+    g.add_argument('--n_threads', type=int, default=6, help='worker processes for ImageFolder data loading')
+    g.add_argument('--cpu', action='store_true', help='run on the CPU even when a GPU is present')
+    g.add_argument('--n_GPUs', type=int, default=1, help='number of GPUs (use torchrun for more than one)')
+    g.add_argument('--seed', type=int, default=1, help='random seed')
+    g.add_argument('--precision', default='single', choices=['single', 'half', 'bf16'],
+                   help='single: float32; half/bf16: mixed-precision autocast on the GPU')
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group('data')
+    g.add_argument('--dir_data', default='/scratch_net/ofsoundof/yawli/Datasets/classification',
+                   help='data root: cifar-10-batches-py/, cifar-100-python/ or train/ and val/ folders')
+    g.add_argument('--data_train', default='CIFAR10',
+                   help='training set: CIFAR10, CIFAR100, Tiny_ImageNet, ImageNet, Demo')
+    g.add_argument('--data_test', default='CIFAR10', help='test set (normally set by --template)')
+    g.add_argument('--n_colors', type=int, default=3, help='number of input colour channels')
+    g.add_argument('--no_flip', action='store_true', help='disable the horizontal-flip augmentation')
+    g.add_argument('--crop', type=int, default=1, help='test-time crops for ImageNet-style data: 1, 5 or 10')
+
+
+def _add_run_directory(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group('run directory and logging')
+    g.add_argument('--dir_save', default='/scratch_net/ofsoundof/yawli/logs_iccv19_classification',
+                   help='parent directory of all runs')
+    g.add_argument('--save', default='test', help='name of this run (a directory inside --dir_save)')
+    g.add_argument('--load', default='', help='resume the run in this directory')
+    g.add_argument('--resume', type=int, default=-1, help='with --load: epoch checkpoint to resume (-1: latest)')
+    g.add_argument('--reset', action='store_true', help='delete the run directory before starting')
+    g.add_argument('--print_every', type=int, default=100, help='log training status every N batches')
+    g.add_argument('--save_models', action='store_true', help='also keep a checkpoint of every epoch')
+    g.add_argument('--top', type=int, default=1, choices=[1, -1], help='best model by top-1 (1) or top-5 (-1) error')
+    g.add_argument('--summary', action='store_true', help='write TensorBoard scalars (needs the tensorboard package)')
+    g.add_argument('--test_every', type=int, default=1000, help='accepted for compatibility; testing is per epoch')
+    g.add_argument('--compare', type=str, default='', help='accepted for compatibility; unused')
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group('model')
+    g.add_argument('--model', default='DenseNet',
+                   help='baseline (VGG, ResNet, DenseNet, ResNeXt, Wide_ResNet) or Hinge_* model, case-insensitive')
+    g.add_argument('--template', default='', help='preset names combined in one string, see template.py')
+    g.add_argument('--pretrain', default='',
+                   help='checkpoint (.pt file or run directory) to start from or, with --test_only, to evaluate')
+    g.add_argument('--depth', type=int, default=100, help='network depth')
+    g.add_argument('--vgg_type', type=str, default='16', help='VGG configuration: 16, 19, A, B, ef')
+    g.add_argument('--downsample_type', type=str, default='C', help='ResNet shortcut: A (zero padding) or C (1x1 conv)')
+    g.add_argument('--no_bias', action='store_true', help='no bias in the stem/VGG convolutions')
+    g.add_argument('--kernel_size', type=int, default=3, help='convolution kernel size')
+    g.add_argument('--k', type=int, default=12, help='DenseNet growth rate')
+    g.add_argument('--reduction', type=float, default=1, help='DenseNet transition compression')
+    g.add_argument('--bottleneck', action='store_true', help='DenseNet-BC bottleneck layers')
+    g.add_argument('--widen_factor', type=int, default=2, help='Wide ResNet widening factor')
+    g.add_argument('--dropout_rate', type=float, default=0.0, help='Wide ResNet dropout rate')
+    g.add_argument('--cardinality', type=int, default=32, help='ResNeXt cardinality')
+    g.add_argument('--bottleneck_width', type=int, default=4, help='ResNeXt bottleneck width')
+    g.add_argument('--in_channels', type=int, default=64, help='accepted for compatibility; unused')
+    g.add_argument('--act', default='relu', help='accepted for compatibility; unused')
+    g.add_argument('--base', default='', help='set by the templates; informational')
+    g.add_argument('--base_p', default='', help='set by the templates; informational')
+    g.add_argument('--extend', default='', help='accepted for compatibility; unused')
+    g.add_argument('--download', action='store_true', help='accepted for compatibility; unused')
+    g.add_argument('--width_mult', type=float, default='1.0', help='accepted for compatibility (MobileNet); unused')
+    g.add_argument('--mode', type=str, default='large', choices=['large', 'small'],
+                   help='accepted for compatibility (MobileNetV3); unused')
+    g.add_argument('--regime', type=str, default='large',
+                   choices=['x_200mf', 'x_400mf', 'x_600mf', 'x_800mf', 'y_200mf', 'y_400mf', 'y_600mf', 'y_800mf'],
+                   help='accepted for compatibility (RegNet); unused')
+
+
+def _add_training(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group('training')
+    g.add_argument('--test_only', action='store_true', help='only evaluate --pretrain (or the --load run)')
+    g.add_argument('--epochs', type=int, default=300,
+                   help='baseline: training epochs; Hinge: epochs of the converging (fine-tuning) stage')
+    g.add_argument('--batch_size', type=int, default=128, help='training batch size')
+    g.add_argument('--linear', type=int, default=1, help='linear scaling: multiplies batch size and lr, adds warm-up')
+    g.add_argument('--lr', type=float, default=0.1, help='learning rate')
+    g.add_argument('--decay', default='step-150-225',
+                   help='lr schedule: step-a-b, hingestep-a-b or warmstep-a-b (x gamma at epochs a, b, ...)')
+    g.add_argument('--gamma', type=float, default=0.1, help='lr decay factor')
+    g.add_argument('--optimizer', type=str, default='SGD', choices=['SGD', 'Adam', 'PG', 'APG', 'RMSprop'],
+                   help='SGD for baselines; PG (proximal gradient) or SGD (penalty in the loss) for Hinge')
+    g.add_argument('--momentum', type=float, default=0.9, help='SGD momentum')
+    g.add_argument('--nesterov', action='store_true', help='Nesterov momentum')
+    g.add_argument('--betas', type=_float_pair, default=(0.9, 0.999), help='Adam betas, e.g. 0.9,0.999')
+    g.add_argument('--epsilon', type=float, default=1e-8, help='Adam/RMSprop epsilon')
+    g.add_argument('--weight_decay', type=float, default=1e-4, help='weight decay')
+    g.add_argument('--loss', default='1*CE', help="weighted sum of losses, e.g. '1*CE' or '1*CE+0.5*MSE'")
+
+
+def _add_hinge(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group('Hinge compression')
+    g.add_argument('--ratio', type=float, default=0.2, help='target FLOPs ratio of the compressed network, in (0, 1]')
+    g.add_argument('--sparsity_regularizer', type=str, default='l1', choices=['l0', 'l1', 'l1-2', 'l1d2', 'logsum'],
+                   help='group-sparsity regularizer, applied through its proximal operator')
+    g.add_argument('--regularization_factor', type=float, default=1e-4, help='regularization factor (lambda)')
+    g.add_argument('--q', type=float, default=1, help='the q of the l2,q group penalty')
+    g.add_argument('--init_method', default='svd2',
+                   choices=['svd', 'svd2', 'p-identity', 'p-random', 't-random', 'p-disturbance-u', 'p-disturbance-n'],
+                   help='initialisation of the sparsity-inducing matrices')
+    g.add_argument('--prox_freq', type=int, default=1, help='apply the proximal operator every N batches')
+    g.add_argument('--layer_balancing', action='store_true',
+                   help="scale each layer's threshold by the mean group norm of its matrix at the start")
+    g.add_argument('--p1_p2_same_ratio', action='store_true',
+                   help='the second matrix of a block keeps as many channels as the first')
+    g.add_argument('--lr_adjust_method', type=str, choices=['p1', 'p2'], default='p1',
+                   help='gradient-ratio lr adjustment: divide the lr of all but the last group (p1) or '
+                        'multiply the lr of the last group (p2)')
+    g.add_argument('--remain_percentage', type=float, default=0.2,
+                   help='minimum fraction of the channels of each layer that is kept')
+    g.add_argument('--annealing_factor', type=float, default=0, help='regularization annealing factor (0: off)')
+    g.add_argument('--annealing_t1', type=float, default=10, help='penalty level of the first annealing step')
+    g.add_argument('--annealing_t2', type=float, default=5, help='penalty level of the second annealing step')
+    g.add_argument('--lr_ratio', type=float, default=0.1,
+                   help='search stage: lr of the other parameters = lr x lr_ratio')
+    g.add_argument('--lr_factor', type=float, default=1.0, help='converging stage: lr = lr x lr_factor')
+    g.add_argument('--threshold', type=float, default=5e-3, help='starting nullifying threshold on the group norms')
+    g.add_argument('--stop_limit', type=float, default=0.05,
+                   help='stop searching once the FLOPs ratio is within this of --ratio')
+    g.add_argument('--teacher', type=str,
+                   default='/home/yawli/projects/image_classification/models/mobilenet_v2-b0353104.pth',
+                   help='baseline checkpoint of the teacher for --distillation and --load_original_param')
+    g.add_argument('--distillation', action='store_true', help='distil from --teacher in the converging stage')
+    g.add_argument('--load_original_param', action='store_true',
+                   help='compress the --teacher parameters with the searched channel selection')
+    g.add_argument('--legacy_search', action='store_true',
+                   help="reproduce the original code's search dynamics (see README, differences)")
+    g.add_argument('--start', type=int, default=3, help='accepted for compatibility; unused')
+
+
+def _add_unused_pruning(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group('accepted for compatibility with the original, unused')
+    g.add_argument('--prune_procedure', default='complete', choices=['complete', 'undergoing', 'final'])
+    g.add_argument('--prune_weight_decay', type=float, default=0.001)
+    g.add_argument('--prune_decay', type=str, default='step-100-200-300')
+    g.add_argument('--prune_lr', type=float, default=0.1)
+    g.add_argument('--prune_iteration', type=int, default=250)
+    g.add_argument('--prune_solver', default='SGD', choices=['SGD', 'PG'])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with all flags of the original, grouped for --help."""
+    parser = argparse.ArgumentParser(
+        prog='main_hinge.py',
+        description='Hinge: group-sparsity compression of CNNs (train/evaluate baselines, compress Hinge_* models).')
+    for add in (_add_hardware, _add_data, _add_run_directory, _add_model, _add_training, _add_hinge,
+                _add_unused_pruning):
+        add(parser)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line and apply the templates, as the original does."""
+    args = build_parser().parse_args(argv)
+    template.set_template(args)
+    return args

@@ -1,0 +1,241 @@
+"""One epoch of training, evaluation, and the per-run history/checkpoint files.
+
+The loop is plain (forward, loss, backward, step); stage-specific work (the Hinge search's penalty, lr
+adjustment and proximal step) comes in through BatchHooks. Errors and losses are accumulated on the
+device; the host synchronises only at log points and at the end of an epoch.
+"""
+
+import contextlib
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from loss import ErrorMeter, distillation
+from utils import plot
+from utils.board import Board
+from utils.errors import NonFiniteError
+from utils.io import save_json, save_torch
+
+DISTILL_WEIGHT, TEMPERATURE = 0.4, 4.0
+
+
+class BatchHooks:
+    """Extra work around a training step; the default is plain SGD-style training."""
+
+    hinge_format = False  # log lines with 'Total: ... / P1: ...' as the original's Hinge trainer
+
+    def begin_epoch(self, lr_factor: float) -> None:
+        pass
+
+    def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+
+    def extra_loss(self) -> torch.Tensor | None:
+        return None
+
+    def after_backward(self, optimizer: torch.optim.Optimizer, lr_factor: float) -> None:
+        pass
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.step()
+
+    def after_step(self, batch: int, optimizer: torch.optim.Optimizer) -> None:
+        pass
+
+    def status(self) -> str:
+        """Text inserted in the periodic training log line (e.g. ' / P1: ... / P2: ...')."""
+        return ''
+
+    def nonfinite(self) -> torch.Tensor | None:
+        """A device flag set when the hooks saw NaN/inf (e.g. in A)."""
+        return None
+
+
+def set_learning_rates(optimizer: torch.optim.Optimizer, factor: float, multipliers: list[float] | None = None) -> None:
+    """group lr = initial lr x schedule factor (x per-group multiplier)."""
+    for i, group in enumerate(optimizer.param_groups):
+        group['lr'] = group['initial_lr'] * factor * (multipliers[i] if multipliers else 1.0)
+
+
+def describe_lrs(optimizer: torch.optim.Optimizer) -> str:
+    lrs = [g['lr'] for g in optimizer.param_groups]
+    if len(lrs) == 1:
+        return f'Learning rate: {lrs[0]:.2}'
+    return 'Learning rate: ' + ' / '.join(f'Group {i} - {lr:.2}' for i, lr in enumerate(lrs))
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed precision for --precision half/bf16; a no-op for single."""
+    if precision == 'single':
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if precision == 'half' else torch.bfloat16)
+
+
+def forward(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Logits; 5-D input (batch, crops, C, H, W) averages the logits over the crops."""
+    if images.dim() == 5:
+        b, n = images.shape[:2]
+        return net(images.flatten(0, 1)).view(b, n, -1).mean(1)
+    return net(images)
+
+
+class Trainer:
+    """Trains and evaluates one network on one data set, logging in the original format."""
+
+    def __init__(self, args: Namespace, net: nn.Module, criterion: nn.Module, data, log, device: torch.device):
+        self.args, self.net, self.criterion = args, net, criterion
+        self.data, self.log, self.device = data, log, device
+        self.teacher: nn.Module | None = None
+        self.eval_images_per_second = 0.0
+
+    def train_epoch(self, epoch: int, optimizer: torch.optim.Optimizer, lr_factor: float,
+                    hooks: BatchHooks, stream: int) -> dict:
+        """One pass over the training set; returns mean loss, errors, throughput."""
+        args, net, loader = self.args, self.net, self.data.train
+        torch.manual_seed(args.seed * 1_000_003 + stream)
+        loader.set_epoch(stream)
+        net.train()
+        hooks.begin_epoch(lr_factor)
+        meter = ErrorMeter(self.device)
+        bad = torch.zeros(len(loader), dtype=torch.bool, device=self.device)
+        start = last_print = time.perf_counter()
+        seen = 0
+        bar = tqdm(loader, total=len(loader), ncols=80, leave=False, disable=None, desc=f'epoch {epoch}')
+        for batch, (images, labels) in enumerate(bar):
+            hooks.zero_grad(optimizer)
+            with autocast(self.device, args.precision):
+                logits = forward(net, images)
+                nll = self.criterion(logits.float(), labels)
+            loss = nll
+            extra = hooks.extra_loss()
+            if extra is not None:
+                loss = loss + extra
+            kd = None
+            if self.teacher is not None:
+                with torch.no_grad(), autocast(self.device, args.precision):
+                    teacher_logits = self.teacher(images)
+                kd = distillation(logits.float(), teacher_logits.float(), TEMPERATURE)
+                loss = kd * DISTILL_WEIGHT + loss * (1 - DISTILL_WEIGHT)
+            loss.backward()
+            hooks.after_backward(optimizer, lr_factor)
+            hooks.step(optimizer)
+            hooks.after_step(batch, optimizer)
+            meter.update(nll, logits, labels)
+            bad[batch] = ~torch.isfinite(loss.detach())
+            seen += labels.shape[0]
+            if (batch + 1) % args.print_every == 0:
+                self._check_finite(bad, hooks, epoch)
+                now = time.perf_counter()
+                self._log_progress(seen, loss, kd, meter, hooks, now - last_print)
+                last_print = now
+        bar.close()
+        self._check_finite(bad, hooks, epoch)
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        train_loss, top1, top5 = meter.result()
+        return {'train_loss': train_loss, 'train_top1_err': top1, 'train_top5_err': top5,
+                'images_per_second': seen / max(seconds, 1e-9), 'seconds': seconds}
+
+    def _check_finite(self, bad: torch.Tensor, hooks: BatchHooks, epoch: int) -> None:
+        flag = hooks.nonfinite()
+        if bool(bad.any()) or (flag is not None and bool(flag)):
+            first = int(bad.nonzero()[0]) + 1 if bool(bad.any()) else None
+            where = f'batch {first}' if first else 'a proximal step'
+            raise NonFiniteError(f'the loss or a sparsity-inducing matrix became NaN/inf in epoch {epoch}, {where}; '
+                                 'the last good checkpoint is kept; lower --lr or --regularization_factor.')
+
+    def _log_progress(self, seen: int, loss: torch.Tensor, kd, meter: ErrorMeter, hooks: BatchHooks,
+                      seconds: float) -> None:
+        total = self.data.train.num_samples
+        nll, top1, top5 = meter.result()
+        line = f'{seen}/{total} ({100.0 * seen / total:.0f}%)\t'
+        if hooks.hinge_format:
+            line += f'Total: {float(loss.detach()):.3f}' + hooks.status()
+            if kd is not None:
+                line += f' / Dis: {float(kd):.3f}'
+            line += f' / NLL: {nll:.3f}'
+        else:
+            line += f'NLL: {nll:.3f}'
+        line += f'\tTop1: {top1:.2f} / Top5: {top5:.2f}\tTime: {seconds:.1f}+0.0s'
+        self.log.write(line)
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float, float]:
+        """(loss, top-1 error %, top-5 error %) on the test set, in eval mode (the mode is restored)."""
+        training = self.net.training
+        self.net.eval()
+        meter = ErrorMeter(self.device)
+        start = time.perf_counter()
+        for images, labels in tqdm(self.data.test, ncols=80, leave=False, disable=None, desc='test'):
+            with autocast(self.device, self.args.precision):
+                logits = forward(self.net, images)
+            meter.update(self.criterion(logits.float(), labels), logits, labels)
+        result = meter.result()
+        self.eval_images_per_second = meter.count / max(time.perf_counter() - start, 1e-9)
+        self.net.train(training)
+        return result
+
+
+class History:
+    """train_log.pt / test_log.pt (rows: loss, top-1, top-5), loss plots and results.json."""
+
+    def __init__(self, run_dir: Path, results: dict, board: Board):
+        self.dir, self.board = run_dir, board
+        self.log_train = torch.zeros(0, 3)
+        self.log_test = torch.zeros(0, 3)
+        self.results = dict(results, history=[])
+
+    def restore(self, results: dict) -> None:
+        """Continue an earlier run: its history (and the logs derived from it) and its extra results."""
+        self.results.update({k: v for k, v in results.items() if k not in self.results or k == 'history'})
+        trained = [h for h in self.results['history'] if h['stage'] != 'test']
+        self.log_test = torch.tensor([[h['loss'], h['top1_err'], h['top5_err']] for h in trained]).view(-1, 3)
+        self.log_train = torch.tensor([[h['train_loss'], h['train_top1_err'], h['train_top5_err']]
+                                       for h in trained if 'train_loss' in h]).view(-1, 3)
+
+    def add_epoch(self, stage: str, epoch: int, train: dict | None, test: tuple, extra: dict) -> None:
+        loss, top1, top5 = test
+        if train is not None:
+            row = torch.tensor([[train['train_loss'], train['train_top1_err'], train['train_top5_err']]])
+            self.log_train = torch.cat([self.log_train, row])
+        self.log_test = torch.cat([self.log_test, torch.tensor([[loss, top1, top5]])])
+        entry = {'stage': stage, 'epoch': epoch, 'loss': loss, 'top1_err': top1, 'top5_err': top5}
+        entry.update(train or {})
+        entry.update(extra)
+        self.results['history'].append(entry)
+        self.board.add_epoch(entry)
+        stage_rows = [h for h in self.results['history'] if h['stage'] == stage]
+        self.results.update(stage=stage, epoch=epoch, loss=loss, top1_err=top1, top5_err=top5,
+                            best_top1_err=min(h['top1_err'] for h in stage_rows),
+                            images_per_second=(train or {}).get('images_per_second'))
+        self.results.update({k: v for k, v in extra.items() if k in self.results})
+
+    def is_best(self, stage: str, column: int) -> bool:
+        """Whether the last test row is the best of its stage (--top 1: top-1 error, -1: top-5 error)."""
+        key = 'top1_err' if column == 1 else 'top5_err'
+        rows = [h[key] for h in self.results['history'] if h['stage'] == stage]
+        return rows[-1] <= min(rows)
+
+    def best_line(self, column: int) -> tuple[float, int]:
+        values = self.log_test[:, column]
+        return float(values.min()), int(values.argmin()) + 1
+
+    def files(self) -> dict:
+        return {'train_log.pt': self.log_train, 'test_log.pt': self.log_test}
+
+    def write_results(self) -> None:
+        save_json(self.results, self.dir / 'results.json')
+
+    def write_plots(self, test_only: bool) -> None:
+        plot.loss_curves(self.dir, self.log_train, self.log_test, test_only)
+
+
+def save_files(run_dir: Path, files: dict) -> None:
+    """Write several checkpoint files; the epoch counter (named last) is written after everything else."""
+    for name, obj in files.items():
+        save_torch(obj, run_dir / name)

@@ -1,0 +1,107 @@
+"""FLOPs and parameters counted the way the original counter does, but analytically.
+
+The original counts, per image: convolutions k*k*c_in/groups*c_out*H_out*W_out (no bias), linear layers
+c_in*c_out, BatchNorm 2*C*H*W (affine), ReLU-like modules the elements of their output, and nothing for
+pooling, dropout, functional ops or custom modules. Parameters are those that require grad.
+
+Here the spatial size of every counted module is recorded once by `trace` (one forward pass at build time);
+afterwards FLOPs follow from tensor shapes alone, so the count of a would-be-compressed network is a cheap
+function of channel counts (`shape_of` maps a tensor to its hypothetical shape).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from math import prod
+
+import torch
+import torch.nn as nn
+
+RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU)
+ShapeOf = Callable[[torch.Tensor], tuple]
+
+
+def actual_shape(t: torch.Tensor) -> tuple:
+    return tuple(t.shape)
+
+
+@dataclass
+class CountedModule:
+    """One module the counter charges for, with the spatial size (H*W) of its output."""
+
+    module: nn.Module
+    spatial: int
+    source: nn.Module | None = None  # ReLU: the module whose output it activates
+    channels: int = 0                # ReLU: traced channel count, used when the source is unknown
+
+
+def _channel_tensor(m: nn.Module) -> torch.Tensor | None:
+    """The tensor whose first dimension is a module's output channel count."""
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+        return m.weight
+    if isinstance(m, nn.BatchNorm2d):
+        return m.running_mean if m.running_mean is not None else m.weight
+    return None
+
+
+def _out_channels(m: nn.Module, shape_of: ShapeOf) -> int:
+    return shape_of(_channel_tensor(m))[0]
+
+
+def module_flops(entry: CountedModule, shape_of: ShapeOf = actual_shape) -> int:
+    """FLOPs of one counted module for the given (possibly hypothetical) tensor shapes."""
+    m = entry.module
+    if isinstance(m, nn.Conv2d):
+        return entry.spatial * prod(shape_of(m.weight))
+    if isinstance(m, nn.Linear):
+        return prod(shape_of(m.weight))
+    if isinstance(m, nn.BatchNorm2d):
+        return entry.spatial * _out_channels(m, shape_of) * (2 if m.affine else 1)
+    channels = _out_channels(entry.source, shape_of) if entry.source is not None else entry.channels
+    return entry.spatial * channels
+
+
+class ComplexityModel:
+    """Per-image FLOPs and parameter count of a network, evaluated without running it."""
+
+    def __init__(self, net: nn.Module, counted: list[CountedModule]):
+        self.net = net
+        self.counted = counted
+
+    @classmethod
+    def trace(cls, net: nn.Module, input_dim: tuple) -> 'ComplexityModel':
+        """Record the output size of every counted module with one batch-1 forward pass; modes are restored."""
+        producers: dict[int, tuple[nn.Module, torch.Tensor]] = {}
+        counted: list[CountedModule] = []
+
+        def hook(module, inputs, output):
+            if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+                producers[id(output)] = (module, output)
+            spatial = prod(output.shape[2:]) if output.dim() > 2 else 1
+            if isinstance(module, RELU_LIKE):
+                source = producers.get(id(inputs[0]), (None, None))[0]
+                counted.append(CountedModule(module, spatial, source, output.shape[1] if output.dim() > 1 else 0))
+            elif isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+                counted.append(CountedModule(module, spatial))
+
+        modes = {m: m.training for m in net.modules()}
+        handles = [m.register_forward_hook(hook) for m in net.modules()
+                   if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d) + RELU_LIKE)]
+        try:
+            net.eval()
+            param = next(net.parameters())
+            with torch.no_grad():
+                net(torch.zeros(1, *input_dim, device=param.device, dtype=param.dtype))
+        finally:
+            for h in handles:
+                h.remove()
+            for m, training in modes.items():
+                m.training = training
+        return cls(net, counted)
+
+    def flops(self, shape_of: ShapeOf = actual_shape) -> int:
+        """FLOPs per image, as the original counter would report them."""
+        return sum(module_flops(e, shape_of) for e in self.counted)
+
+    def params(self, shape_of: ShapeOf = actual_shape) -> int:
+        """Number of trainable parameters."""
+        return sum(prod(shape_of(p)) for p in self.net.parameters() if p.requires_grad)

@@ -1,0 +1,65 @@
+"""Plots of the original's run directory: loss/error curves and compression ratios."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from utils.io import write_bytes_atomic  # noqa: E402
+
+
+def _save(fig, path: Path, **kwargs) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix[1:], **kwargs)
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def loss_curves(run_dir: Path, log_train: torch.Tensor, log_test: torch.Tensor, test_only: bool) -> None:
+    """{NLL,Top-1,Top-5}_{Test,Training}.pdf, as the original writes them."""
+    splits = [('Test', log_test)]
+    if not test_only and len(log_train):
+        splits.append(('Training', log_train))
+    for split, log in splits:
+        start = 0 if split == 'Test' and len(log_train) < len(log_test) else 1
+        axis = np.arange(start, start + len(log))
+        for i, measure in enumerate(('NLL', 'Top-1', 'Top-5')):
+            fig = plt.figure()
+            plt.title(f'{measure} ({split})')
+            plt.plot(axis, log[:, i].numpy(), label=f'Best: {float(log[:, i].min()):.4f}')
+            plt.legend()
+            plt.xlabel('Epochs')
+            plt.ylabel('Loss' if measure == 'NLL' else 'Error (%)')
+            plt.grid(True)
+            _save(fig, run_dir / f'{measure}_{split}.pdf')
+
+
+def compression_ratio(ratios: list[float], path: Path) -> None:
+    """The would-be FLOPs ratio after each search epoch."""
+    fig = plt.figure()
+    plt.title('Network Compression Ratio')
+    plt.plot(np.arange(1, len(ratios) + 1), np.array(ratios))
+    plt.xlabel('Epoch')
+    plt.ylabel('Ratio')
+    plt.grid(True)
+    _save(fig, path, dpi=150)
+
+
+def per_layer_ratio(ratios: list[list[float]], path: Path) -> None:
+    """Fraction of removed channels per layer, one line per matrix role."""
+    fig = plt.figure()
+    plt.title('Per-Layer Compression Ratio')
+    for i, values in enumerate(ratios):
+        if values:
+            plt.plot(np.arange(1, len(values) + 1), np.array(values), label=f'P{i + 1}')
+    plt.legend()
+    plt.xlabel('Layer Index')
+    plt.ylabel('Ratio')
+    plt.grid(True)
+    _save(fig, path, dpi=150)
