@@ -6,6 +6,7 @@ of the sparsity-inducing matrices), threshold search to the FLOPs target, compre
 (fine-tuning); --load resumes either stage, --test_only evaluates a (compressed) checkpoint.
 """
 
+import copy
 import json
 import sys
 from argparse import Namespace
@@ -29,7 +30,7 @@ from model_hinge.search import (
     initial_layer_weights,
     search_param_groups,
 )
-from model_hinge.surgery import compress, load_state
+from model_hinge.surgery import OPTIONAL_KEYS, compress, load_state
 from trainer import BatchHooks, History, Trainer, describe_lrs, save_files, set_learning_rates
 from utils import plot
 from utils.board import Board, require_tensorboard
@@ -136,6 +137,19 @@ def open_session(args: Namespace, device: torch.device, data: Data, run_dir: Pat
             loader.to(device)
     trainer = Trainer(args, net, criterion, data, log, device)
     return Session(args, device, data, run_dir, log, history, trainer, criterion, budget)
+
+
+def describe_model(s: Session, net: nn.Module) -> None:
+    """The network and its parameter/kernel counts at the top of log.txt, as the original writes them."""
+    s.log.write(str(net))
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    kernels = {1: 0, 3: 0, 0: 0}
+    for m in convs:
+        size = m.kernel_size[0] if m.kernel_size[0] == m.kernel_size[1] and m.kernel_size[0] in (1, 3) else 0
+        kernels[size] += m.in_channels * m.out_channels
+    linear = sum(m.weight.numel() for m in net.modules() if isinstance(m, nn.Linear))
+    s.log.write(f'# parameters: {sum(p.numel() for p in net.parameters()):,}')
+    s.log.write(f'1x1: {kernels[1]:,}\n3x3: {kernels[3]:,}\nOthers: {kernels[0]:,}\nLinear:{linear:,}\n')
 
 
 def base_results(args: Namespace, data: Data, run_dir: Path, flops: int, params: int,
@@ -252,6 +266,7 @@ def run_baseline(args: Namespace, device: torch.device, budget: int | None) -> d
     net.to(device)
     s = open_session(args, device, data, run_dir, net, base_results(args, data, run_dir, flops, params, flops, params),
                      budget, fresh=not args.load)
+    describe_model(s, net)
     s.log.write(f'Flops: {flops / 1e9:.4f} [G] counted analytically; Params: {params / 1e3:.2f} [k]\n')
     if args.test_only:
         return test_only(s)
@@ -309,14 +324,12 @@ def build_hinge(args: Namespace, data: Data, run_dir: Path, phase: str) -> tuple
     hm = HingeModel(net, adapter, args, data.input_dim, init=init)
     weights = initial_layer_weights(hm.families) if init and args.layer_balancing else None
     if phase == 'test':
-        source = args.pretrain or str(run_dir)
-        if 'merge' in source:
+        path = checkpoint_file(args.pretrain) if args.pretrain else resume_point(
+            run_dir, 'converging' if (run_dir / 'compression_information.pt').is_file() else 'search', args.resume)[0]
+        state = load_torch(path, '--pretrain')
+        if is_merged_checkpoint(hm, state):
             hm.merge()
-        path = checkpoint_file(source)
-        if not args.pretrain:
-            stage = 'converging' if (run_dir / 'compression_information.pt').is_file() else 'search'
-            path = resume_point(run_dir, stage, args.resume)[0]
-        load_state(net, load_torch(path, '--pretrain'), f'--pretrain {path}', adapt=True)
+        load_state(net, state, f'--pretrain {path}', adapt=True)
     elif phase == 'search':
         path = resume_point(run_dir, 'search', args.resume)[0]
         load_state(net, load_torch(path, '--load'), f'--load {path}', adapt=False)
@@ -329,6 +342,18 @@ def build_hinge(args: Namespace, data: Data, run_dir: Path, phase: str) -> tuple
         raise UsageError(f'the loaded tensors do not fit together ({str(err).splitlines()[0]}); '
                          'is the checkpoint of this --model and --depth?') from None
     return hm, weights
+
+
+def is_merged_checkpoint(hm: HingeModel, state: dict) -> bool:
+    """Whether a checkpoint holds the merged structure (conv and A folded), judged by its keys."""
+    if not hm.adapter.merge_points(hm.net):
+        return False
+    keys = set(state) - set(OPTIONAL_KEYS)
+    if keys == set(hm.net.state_dict()):
+        return False
+    merged = copy.deepcopy(hm)
+    merged.merge()
+    return keys == set(merged.net.state_dict())
 
 
 def run_hinge(args: Namespace, device: torch.device, budget: int | None) -> dict:
@@ -345,6 +370,7 @@ def run_hinge(args: Namespace, device: torch.device, budget: int | None) -> dict
     hm.net.to(device)
     results = base_results(args, data, run_dir, hm.baseline_flops, hm.baseline_params, flops_c, params_c)
     s = open_session(args, device, data, run_dir, hm.net, results, budget, fresh=phase == 'fresh')
+    describe_model(s, hm.net)
     if phase == 'fresh' and not args.pretrain:
         s.log.write('Warning: no --pretrain given; compressing a randomly initialised network.')
     s.log.write(complexity_line(hm.baseline_flops, hm.baseline_params, flops_c, params_c))
@@ -379,7 +405,7 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: dict | None,
     """
     args = s.args
     controller = SearchController(hm, args, layer_weights)
-    optimizer = make_optimizer(args, search_param_groups(hm, args.lr, args.lr_ratio, set()), args.lr)
+    optimizer = make_optimizer(args, search_param_groups(hm, args.lr, args.lr_ratio), args.lr)
     schedule = StepSchedule(args.decay, args.gamma, args.linear)
     hooks = SearchHooks(controller, args)
     epoch, ratios = 0, []
@@ -423,8 +449,6 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: dict | None,
 
 def reset_to_teacher(hm: HingeModel, teacher: nn.Module, args: Namespace) -> None:
     """--load_original_param: the converted network's values become those of the converted teacher."""
-    import copy
-
     fresh = copy.deepcopy(teacher).cpu()
     hm.adapter.insert(fresh, args.init_method)
     own = hm.net.state_dict()

@@ -33,11 +33,11 @@ def initial_layer_weights(families: list[GroupFamily]) -> dict:
     return weights
 
 
-def search_param_groups(hm: HingeModel, lr: float, lr_ratio: float, frozen_ids: set) -> list[dict]:
+def search_param_groups(hm: HingeModel, lr: float, lr_ratio: float) -> list[dict]:
     """Non-A parameters at lr * lr_ratio, then the A matrices (A1 and A2 apart when separated) at lr."""
     roles = hm.matrices()
     matrix_ids = {id(p) for r in roles for p in r}
-    others = [p for p in hm.net.parameters() if p.requires_grad and id(p) not in matrix_ids | frozen_ids]
+    others = [p for p in hm.net.parameters() if p.requires_grad and id(p) not in matrix_ids]
     groups = [{'params': others, 'lr': lr * lr_ratio, 'initial_lr': lr * lr_ratio}]
     return groups + [{'params': r, 'lr': lr, 'initial_lr': lr} for r in roles]
 
@@ -166,7 +166,7 @@ class SearchController:
     def search_threshold(self, norms: dict, target: float, log) -> float:
         """The threshold whose FLOPs ratio is closest to `target`, by bisection over the thresholds at
         which the kept channels change (midpoints between consecutive distinct group norms)."""
-        values = torch.unique(torch.cat([n for f, n in norms.items() if f.cuts]))
+        values = torch.unique(torch.cat([n for f, n in norms.items() if f.cuts]).double())
         candidates = [0.0] + ((values[1:] + values[:-1]) / 2).tolist() + [float(values[-1]) * 2 + 1]
         lo, hi, iteration = 0, len(candidates) - 1, 0
         ratios: dict[int, float] = {}

@@ -21,6 +21,7 @@ def select_kept(norms: torch.Tensor, threshold: float, percentage: float, fixed:
     `fixed` largest. If the k-th largest norm is zero, keep the nonzero groups plus the first k; if every norm
     is zero, keep the first k.
     """
+    norms = norms.double()
     k = fixed if fixed else max(1, int(len(norms) * percentage))
     k = min(k, len(norms))
     first_k = torch.arange(k)
@@ -30,7 +31,7 @@ def select_kept(norms: torch.Tensor, threshold: float, percentage: float, fixed:
     if t == 0:
         keep = (norms > 0).nonzero().view(-1)
         return torch.unique(torch.cat([first_k, keep]))
-    bound = t if fixed else min(t, torch.tensor(threshold, dtype=norms.dtype))
+    bound = t if fixed else min(t, torch.tensor(float(threshold), dtype=torch.float64))
     keep = norms > bound if threshold == 0 and not fixed else norms >= bound
     return keep.nonzero().view(-1)
 

@@ -1,0 +1,195 @@
+"""main_hinge.py end to end: the original's command lines and checkpoints, clear failures, all four phases."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import main_hinge
+from conftest import CIFAR_SUBSET, FIXTURES, ROOT
+from data import cifar, demo
+from utils.io import load_torch, save_torch
+
+RESULT_KEYS = {'model', 'dataset', 'stage', 'epoch', 'flops', 'params', 'flops_compressed', 'params_compressed',
+               'flops_ratio', 'params_ratio', 'threshold', 'top1_err', 'top5_err', 'best_top1_err', 'loss',
+               'images_per_second', 'history'}
+
+
+def _run(argv: str, tmp_path, budget=None) -> dict:
+    args = main_hinge.option.parse_args(f'{argv} --dir_save {tmp_path / "runs"} --cpu --print_every 1000'.split())
+    return main_hinge.run(args, epoch_budget=budget)
+
+
+def _results(tmp_path, save: str) -> dict:
+    return json.loads((tmp_path / 'runs' / save / 'results.json').read_text())
+
+
+@pytest.fixture
+def small_demo(monkeypatch):
+    """The demo set shrunk so that whole pipelines run in seconds."""
+    monkeypatch.setattr(demo, 'N_TRAIN', 320)
+    monkeypatch.setattr(demo, 'N_TEST', 160)
+
+
+@pytest.mark.parametrize('which,argv', [
+    ('baseline', '--template CIFAR10 --model ResNet --depth 20 --downsample_type A'),
+    ('compressed', '--template CIFAR10 --model Hinge_ResNet_Basic_SVD --depth 20 --downsample_type A'),
+])
+def test_original_checkpoints_give_the_originals_numbers(shared, tmp_path, which, argv):
+    expected = json.loads((FIXTURES / 'expected.json').read_text())[which]
+    assert main_hinge.main(f'{argv} --test_only --save {which} --pretrain {FIXTURES / expected["file"]} '
+                           f'--dir_save {tmp_path} --dir_data {CIFAR_SUBSET}'.split()) == 0
+    r = json.loads((tmp_path / which / 'results.json').read_text())
+    assert RESULT_KEYS <= set(r)
+    for key in ('flops', 'params', 'flops_compressed', 'params_compressed', 'top1_err', 'top5_err'):
+        assert r[key] == expected.get(key, r['flops'] if key == 'flops_compressed' else r['params']), key
+    assert r['loss'] == pytest.approx(expected['loss'], rel=1e-6)
+
+
+def _fails_cleanly(argv: str, tmp_path, capsys, fragment: str) -> None:
+    assert main_hinge.main(f'{argv} --dir_save {tmp_path / "runs"} --save bad'.split()) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err, err
+    assert not (tmp_path / 'runs').exists()
+
+
+def test_bad_inputs_exit_2_with_one_sentence_and_write_nothing(shared, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cifar, '_download', lambda name, root: (_ for _ in ()).throw(OSError('network unreachable')))
+    baseline = FIXTURES / 'resnet20' / 'baseline.pt'
+    cases = [
+        ('--model ResNet99', '--model ResNet99 is unknown'),
+        ('--template CIFAR10 --model ResNet --depth 20 --dir_data /nonexistent', 'could not be downloaded'),
+        (f'--template CIFAR10 --model ResNet --depth 56 --downsample_type A --test_only --pretrain {baseline} '
+         f'--dir_data {CIFAR_SUBSET}', 'another architecture'),
+        (f'--template CIFAR10 --model Hinge_ResNet_Basic_SVD --depth 20 --downsample_type A --test_only '
+         f'--pretrain {baseline} --dir_data {CIFAR_SUBSET}', 'another architecture'),
+        (f'--template CIFAR10 --model ResNet --depth 20 --test_only --pretrain {tmp_path}/none.pt '
+         f'--dir_data {CIFAR_SUBSET}', 'does not exist'),
+        ('--template Demo --model Hinge_VGG --ratio 1.5', '--ratio 1.5 must be in (0, 1]'),
+        ('--template Demo --model Hinge_RESNEXT', 'not available in this version'),
+        ('--template Demo --model ResNet --depth 20 --decay cosine', '--decay cosine'),
+        ('--template Demo --model ResNet --depth 20 --optimizer PG', '--optimizer PG'),
+    ]
+    for argv, fragment in cases:
+        _fails_cleanly(argv, tmp_path, capsys, fragment)
+
+
+def test_cli_process_exit_codes(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / 'main_hinge.py'), '--model', 'nope', '--dir_save', str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith('main_hinge.py: error: --model nope')
+    assert 'Traceback' not in done.stderr
+    done = subprocess.run([sys.executable, str(ROOT / 'main_hinge.py'), '--help'], capture_output=True, text=True)
+    assert done.returncode == 0 and 'Hinge compression:' in done.stdout
+
+
+def test_training_then_test_only_reproduces_the_logged_error(shared, tmp_path):
+    argv = f'--template CIFAR10 --model ResNet --depth 8 --downsample_type A --dir_data {CIFAR_SUBSET} --batch_size 128'
+    trained = _run(f'{argv} --epochs 1 --save train', tmp_path)
+    assert trained['stage'] == 'baseline' and trained['epoch'] == 1
+    files = {p.name for p in (tmp_path / 'runs' / 'train').rglob('*')}
+    assert {'model_latest.pt', 'model_best.pt', 'optimizer.pt', 'epochs.pt', 'loss.pt', 'train_log.pt',
+            'test_log.pt', 'log.txt', 'config.txt', 'results.json', 'NLL_Test.pdf'} <= files
+    tested = _run(f'{argv} --test_only --save check --pretrain {tmp_path / "runs" / "train"}', tmp_path)
+    assert (tested['top1_err'], tested['top5_err']) == (trained['top1_err'], trained['top5_err'])
+    assert tested['loss'] == pytest.approx(trained['loss'], rel=1e-6)
+
+
+def _baseline(tmp_path) -> str:
+    _run('--template Demo --model ResNet --depth 8 --downsample_type A --epochs 2 --batch_size 64 --save base',
+         tmp_path)
+    return str(tmp_path / 'runs' / 'base' / 'model' / 'model_latest.pt')
+
+
+HINGE = ('--template Demo --model {model} --depth 8 --downsample_type A --pretrain {pretrain} --teacher {pretrain} '
+         '--batch_size 64 --epochs 2 --decay hingestep-50 --lr 0.1 --lr_ratio 0.01 --lr_factor 0.1 --optimizer PG '
+         '--ratio 0.5 --regularization_factor 3 --stop_limit 0.1 --p1_p2_same_ratio --layer_balancing '
+         '--distillation')
+
+
+def _files(run):
+    return sorted(str(p.relative_to(run)) for p in run.rglob('*'))
+
+
+def test_resuming_both_stages_equals_an_uninterrupted_run(small_demo, tmp_path):
+    pretrain = _baseline(tmp_path)
+    argv = HINGE.format(model='Hinge_ResNet_Basic_SVD', pretrain=pretrain)
+    whole = _run(f'{argv} --save whole', tmp_path)
+    assert whole['stage'] == 'converging' and whole['epoch'] == 2
+    assert whole['flops_ratio'] <= 0.6 and whole['flops_compressed'] < whole['flops']
+    parts = _run(f'{argv} --save parts', tmp_path, budget=1)
+    calls = 1
+    while parts.get('stage') != 'converging' or parts.get('epoch') != 2:
+        parts = _run(f'{argv} --load parts', tmp_path, budget=1)
+        calls += 1
+    run_a, run_b = tmp_path / 'runs' / 'whole', tmp_path / 'runs' / 'parts'
+    assert calls == len(whole['history'])       # one epoch per call; compression joins the first converging call
+    assert [(h['stage'], h['epoch'], h['top1_err']) for h in whole['history']] == \
+           [(h['stage'], h['epoch'], h['top1_err']) for h in parts['history']]
+    assert _files(run_a) == _files(run_b)
+    a = load_torch(run_a / 'model' / 'model_converging_latest.pt', 'a')
+    b = load_torch(run_b / 'model' / 'model_converging_latest.pt', 'b')
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    info = load_torch(run_a / 'compression_information.pt', 'info')
+    assert info['epoch_continue'] == whole['search_epochs'] + 1
+    tested = _run(f'--template Demo --model Hinge_ResNet_Basic_SVD --depth 8 --downsample_type A --test_only '
+                  f'--save tested --pretrain {run_a / "model" / "model_converging_latest.pt"}', tmp_path)
+    assert (tested['top1_err'], tested['flops_compressed']) == (whole['top1_err'], whole['flops_compressed'])
+
+
+def test_vgg_with_the_legacy_search(small_demo, tmp_path):
+    _run('--template Demo --model VGG --vgg_type A --epochs 1 --batch_size 64 --save vgg', tmp_path)
+    pretrain = tmp_path / 'runs' / 'vgg' / 'model' / 'model_latest.pt'
+    r = _run(f'--template Demo --model Hinge_VGG --vgg_type A --pretrain {pretrain} --batch_size 64 --epochs 1 '
+             f'--decay hingestep-50 --lr 0.05 --lr_ratio 0.01 --optimizer PG --ratio 0.6 --threshold 5e-2 '
+             f'--regularization_factor 2 --stop_limit 0.3 --legacy_search --save hvgg', tmp_path)
+    assert r['stage'] == 'converging' and r['flops_ratio'] <= 0.9
+    assert r['flops_compressed'] < r['flops'] and r['params_compressed'] < r['params']
+    log = (tmp_path / 'runs' / 'hvgg' / 'log.txt').read_text()
+    assert 'Iter 1: current step=0.0100' in log and 'Converging Stage (Searching Epoch' in log
+
+
+def test_merged_checkpoints_load_into_the_merged_structure(small_demo, tmp_path):
+    pretrain = _baseline(tmp_path)
+    r = _run(HINGE.format(model='Hinge_ResNet_Basic', pretrain=pretrain).replace('--epochs 2', '--epochs 1')
+             + ' --save basic', tmp_path)
+    run = tmp_path / 'runs' / 'basic'
+    compressed = run / 'model' / 'model_converging_latest.pt'
+    args = main_hinge.option.parse_args(f'--template Demo --model Hinge_ResNet_Basic --depth 8 --downsample_type A '
+                                        f'--test_only --pretrain {compressed}'.split())
+    hm, _ = main_hinge.build_hinge(args, main_hinge.build_data(args), run, 'test')
+    hm.merge()
+    save_torch(hm.net.state_dict(), run / 'model' / 'model_merge_latest.pt')
+    merged = _run('--template Demo --model Hinge_ResNet_Basic --depth 8 --downsample_type A --test_only '
+                  f'--save merged --pretrain {run / "model" / "model_merge_latest.pt"}', tmp_path)
+    assert merged['top1_err'] == pytest.approx(r['top1_err'], abs=1e-6)
+    assert merged['flops_compressed'] < r['flops_compressed']
+
+
+def test_reset_starts_the_run_directory_afresh(small_demo, tmp_path):
+    argv = '--template Demo --model ResNet --depth 8 --downsample_type A --epochs 1 --save again'
+    _run(argv, tmp_path)
+    (tmp_path / 'runs' / 'again' / 'stale.txt').write_text('x')
+    _run(f'{argv} --reset', tmp_path)
+    assert not (tmp_path / 'runs' / 'again' / 'stale.txt').exists()
+    assert (tmp_path / 'runs' / 'again' / 'log.txt').read_text().count('[Epoch 1]') == 1
+
+
+def test_load_original_param_compresses_the_teachers_weights(small_demo, tmp_path):
+    from model import build_baseline
+    from model_hinge.init import factorize
+
+    pretrain = _baseline(tmp_path)
+    argv = HINGE.format(model='Hinge_ResNet_Basic_SVD', pretrain=pretrain).replace('--epochs 2', '--epochs 0')
+    _run(f'{argv} --load_original_param --save original', tmp_path)
+    run = tmp_path / 'runs' / 'original'
+    state = load_torch(run / 'model' / 'model_converging_latest.pt', 'compressed')
+    kept = load_torch(run / 'compression_information.pt', 'info')['info_layer0'][0]['pindex']
+    teacher = build_baseline(main_hinge.option.parse_args(
+        '--template Demo --model ResNet --depth 8 --downsample_type A'.split()))
+    teacher.load_state_dict(load_torch(pretrain, 'teacher'))
+    basis, matrix = factorize(teacher.features[1][0].body[0].weight, 'svd2')
+    assert torch.allclose(state['features.1.0.body.0.0.weight'], basis[kept], atol=1e-6)
+    assert torch.allclose(state['features.1.0.body.0.1.weight'], matrix[:, kept], atol=1e-6)
