@@ -181,14 +181,18 @@ class SearchController:
             return ratios[i]
 
         if ratio(hi) > target:
-            return candidates[hi]
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if ratio(mid) > target:
-                lo = mid
-            else:
-                hi = mid
-        best = min((lo, hi), key=lambda i: (abs(ratio(i) - target), i))
+            best = hi
+        else:
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if ratio(mid) > target:
+                    lo = mid
+                else:
+                    hi = mid
+            best = min((lo, hi), key=lambda i: (abs(ratio(i) - target), i))
+        if abs(ratio(best) - target) > THRESHOLD_TOLERANCE:
+            log.write(f'The ratio {target} is not attainable within {THRESHOLD_TOLERANCE} (channels come in coarser '
+                      f'steps here); the closest attainable ratio is {ratio(best):.4f}.')
         return candidates[best]
 
     def search_threshold_legacy(self, norms: dict, target: float, log) -> float:
