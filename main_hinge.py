@@ -7,10 +7,8 @@ of the sparsity-inducing matrices), threshold search to the FLOPs target, compre
 """
 
 import copy
-import json
 import sys
 from argparse import Namespace
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,7 +29,22 @@ from model_hinge.search import (
     search_param_groups,
 )
 from model_hinge.surgery import OPTIONAL_KEYS, compress, load_state
-from trainer import BatchHooks, History, Trainer, describe_lrs, save_files, set_learning_rates
+from trainer import (
+    FILES,
+    BatchHooks,
+    History,
+    Session,
+    Trainer,
+    describe_lrs,
+    log_evaluation,
+    make_optimizer,
+    restore_history,
+    resume_point,
+    save_epoch,
+    set_learning_rates,
+    test_only,
+    train_epochs,
+)
 from utils import plot
 from utils.board import Board, require_tensorboard
 from utils.complexity import ComplexityModel
@@ -42,40 +55,6 @@ from utils.schedule import StepSchedule
 
 MAX_SEARCH_EPOCHS = 200
 CONVERGING_STREAM = 100_000
-FILES = {
-    'baseline': ('model_latest.pt', 'model_best.pt', 'model_{}.pt', 'optimizer.pt', 'epochs.pt'),
-    'search': ('model_latest.pt', 'model_best.pt', 'model_{}.pt', 'optimizer.pt', 'epochs.pt'),
-    'converging': ('model_converging_latest.pt', 'model_converging_best.pt', 'model_converging_{}.pt',
-                   'optimizer_converging.pt', 'epochs_converging.pt'),
-}
-
-
-@dataclass
-class Session:
-    """What every stage of a run shares."""
-
-    args: Namespace
-    device: torch.device
-    data: Data
-    run_dir: Path
-    log: RunLog
-    history: History
-    trainer: Trainer
-    criterion: Loss
-    budget: int | None
-
-    def close(self) -> None:
-        self.history.board.close()
-        self.log.close()
-
-    def spend_epoch(self) -> bool:
-        """Whether this process may train one more epoch (`budget` epochs per call, None: unlimited)."""
-        if self.budget is None:
-            return True
-        if self.budget <= 0:
-            return False
-        self.budget -= 1
-        return True
 
 
 def validate(args: Namespace) -> None:
@@ -159,91 +138,6 @@ def base_results(args: Namespace, data: Data, run_dir: Path, flops: int, params:
             'params_ratio': params_c / params, 'threshold': None}
 
 
-def log_evaluation(s: Session, test: tuple, epoch_continue: int | None = None) -> None:
-    """The original's evaluation block (best over all logged epochs)."""
-    s.log.write('\nEvaluation:')
-    for i, name in enumerate(('Loss', 'Top1 error', 'Top5 error')):
-        best, at = s.history.best_line(i)
-        s.log.write(f'{name}: {test[i]:.3f} (Best: {best:.3f} from epoch {at})')
-    if epoch_continue is not None and epoch_continue > 1:
-        searched = s.history.log_test[:epoch_continue - 1]
-        if len(searched):
-            s.log.write('\nBest during searching')
-            for i, name in enumerate(('Loss', 'Top1 error', 'Top5 error')):
-                s.log.write(f'{name}: {float(searched[:, i].min()):.3f} from epoch {int(searched[:, i].argmin())}')
-
-
-def save_epoch(s: Session, stage: str, epoch: int, optimizer: torch.optim.Optimizer) -> None:
-    """Checkpoint, logs, plots and results.json after an epoch; the epoch counter is written last."""
-    latest, best, numbered, optimizer_file, epochs_file = FILES[stage]
-    state = s.trainer.net.state_dict()
-    files = {f'model/{latest}': state}
-    if s.history.is_best(stage, s.args.top):
-        files[f'model/{best}'] = state
-    if s.args.save_models:
-        files[f'model/{numbered.format(epoch)}'] = state
-    files.update(s.history.files())
-    files['loss.pt'] = s.criterion.state_dict()
-    files[optimizer_file] = optimizer.state_dict()
-    save_files(s.run_dir, files)
-    s.history.write_plots(s.args.test_only)
-    s.history.write_results()
-    save_torch(epoch, s.run_dir / epochs_file)
-
-
-def restore_history(s: Session, stage: str, finished: int) -> None:
-    """Bring back the history of the run being resumed, up to its last finished epoch of `stage`; the
-    loss/error logs are rebuilt from it, so an epoch interrupted half-way is simply done again."""
-    results_file = s.run_dir / 'results.json'
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    order = ('test', 'baseline', 'search', 'converging')
-    kept = [h for h in results.get('history', [])
-            if order.index(h['stage']) < order.index(stage) or (h['stage'] == stage and h['epoch'] <= finished)]
-    s.history.restore(dict(results, history=kept))
-
-
-def resume_point(run_dir: Path, stage: str, resume: int) -> tuple[Path, int]:
-    """The model file and finished-epoch count to resume a stage from (--resume N: epoch N's file)."""
-    latest, _, numbered, _, epochs_file = FILES[stage]
-    epochs = load_torch(run_dir / epochs_file, '--load') if (run_dir / epochs_file).is_file() else 0
-    if resume > 0:
-        return run_dir / 'model' / numbered.format(resume), resume
-    return run_dir / 'model' / latest, int(epochs)
-
-
-def make_optimizer(args: Namespace, groups: list[dict], lr: float) -> torch.optim.Optimizer:
-    """SGD (or Adam/RMSprop for baselines) with each group's base lr kept as 'initial_lr'."""
-    for g in groups:
-        g.setdefault('lr', lr)
-        g.setdefault('initial_lr', g['lr'])
-    if args.optimizer == 'Adam':
-        return torch.optim.Adam(groups, lr=lr, betas=args.betas, eps=args.epsilon, weight_decay=args.weight_decay)
-    if args.optimizer == 'RMSprop':
-        return torch.optim.RMSprop(groups, lr=lr, eps=args.epsilon, weight_decay=args.weight_decay)
-    return torch.optim.SGD(groups, lr=lr, momentum=args.momentum, nesterov=args.nesterov,
-                           weight_decay=args.weight_decay)
-
-
-def train_epochs(s: Session, stage: str, optimizer: torch.optim.Optimizer, start: int, last: int,
-                 hooks: BatchHooks, stage_text: str = '', stream_offset: int = 0,
-                 epoch_continue: int | None = None) -> int:
-    """Epochs start+1..last of a stage (baseline or converging); returns the last finished epoch."""
-    schedule = StepSchedule(s.args.decay, s.args.gamma, s.args.linear)
-    epoch = start
-    while epoch < last and s.spend_epoch():
-        epoch += 1
-        factor = schedule.factor(epoch)
-        set_learning_rates(optimizer, factor)
-        s.log.write(f'[Epoch {epoch}]\t{describe_lrs(optimizer)}{stage_text}')
-        stats = s.trainer.train_epoch(epoch, optimizer, factor, hooks, stream_offset + epoch)
-        test = s.trainer.evaluate()
-        s.history.add_epoch(stage, epoch, stats, test, {'lr': optimizer.param_groups[0]['lr']})
-        log_evaluation(s, test, epoch_continue)
-        s.log.write(f'Time: {stats["seconds"]:.2f}s\n')
-        save_epoch(s, stage, epoch, optimizer)
-    return epoch
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Baselines
 
@@ -280,18 +174,6 @@ def run_baseline(args: Namespace, device: torch.device, budget: int | None) -> d
     return s.history.results
 
 
-def test_only(s: Session, extra: dict | None = None) -> dict:
-    """Evaluate once and write the log, results.json and test_log.pt."""
-    test = s.trainer.evaluate()
-    s.history.add_epoch('test', 0, None, test, dict(extra or {}, images_per_second=s.trainer.eval_images_per_second))
-    log_evaluation(s, test)
-    save_files(s.run_dir, s.history.files())
-    s.history.write_plots(True)
-    s.history.write_results()
-    s.close()
-    return s.history.results
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Hinge models
 
@@ -310,7 +192,10 @@ def load_teacher(args: Namespace, family: str, device: torch.device) -> nn.Modul
     teacher = build_baseline(args, family)
     path = checkpoint_file(args.teacher)
     load_state(teacher, load_torch(path, '--teacher'), f'--teacher {path}', adapt=False)
-    return teacher.to(device).eval()
+    teacher.to(device).eval()
+    if device.type == 'cuda':
+        teacher.to(memory_format=torch.channels_last)
+    return teacher
 
 
 def build_hinge(args: Namespace, data: Data, run_dir: Path, phase: str) -> tuple[HingeModel, dict | None]:

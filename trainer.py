@@ -1,24 +1,30 @@
-"""One epoch of training, evaluation, and the per-run history/checkpoint files.
+"""Training epochs, evaluation, and the run directory's checkpoint/resume files.
 
 The loop is plain (forward, loss, backward, step); stage-specific work (the Hinge search's penalty, lr
 adjustment and proximal step) comes in through BatchHooks. Errors and losses are accumulated on the
-device; the host synchronises only at log points and at the end of an epoch.
+device; the host synchronises only at log points and at the end of an epoch. A Session bundles what the
+stages of one run share; save_epoch/restore_history/resume_point keep the original's file names.
 """
 
 import contextlib
+import json
 import time
 from argparse import Namespace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from loss import ErrorMeter, distillation
+from data import Data
+from loss import ErrorMeter, Loss, distillation
 from utils import plot
 from utils.board import Board
 from utils.errors import NonFiniteError
-from utils.io import save_json, save_torch
+from utils.io import load_torch, save_json, save_torch
+from utils.rundir import RunLog
+from utils.schedule import StepSchedule
 
 DISTILL_WEIGHT, TEMPERATURE = 0.4, 4.0
 
@@ -102,10 +108,11 @@ class Trainer:
         hooks.begin_epoch(lr_factor)
         meter = ErrorMeter(self.device)
         bad = torch.zeros(len(loader), dtype=torch.bool, device=self.device)
-        start = last_print = time.perf_counter()
-        seen = 0
+        start = last_print = fetched = time.perf_counter()
+        seen, data_time = 0, 0.0
         bar = tqdm(loader, total=len(loader), ncols=80, leave=False, disable=None, desc=f'epoch {epoch}')
         for batch, (images, labels) in enumerate(bar):
+            data_time += time.perf_counter() - fetched
             hooks.zero_grad(optimizer)
             with autocast(self.device, args.precision):
                 logits = forward(net, images)
@@ -130,8 +137,9 @@ class Trainer:
             if (batch + 1) % args.print_every == 0:
                 self._check_finite(bad, hooks, epoch)
                 now = time.perf_counter()
-                self._log_progress(seen, loss, kd, meter, hooks, now - last_print)
-                last_print = now
+                self._log_progress(seen, loss, kd, meter, hooks, now - last_print - data_time, data_time)
+                last_print, data_time = now, 0.0
+            fetched = time.perf_counter()
         bar.close()
         self._check_finite(bad, hooks, epoch)
         if self.device.type == 'cuda':
@@ -150,7 +158,7 @@ class Trainer:
                                  'the last good checkpoint is kept; lower --lr or --regularization_factor.')
 
     def _log_progress(self, seen: int, loss: torch.Tensor, kd, meter: ErrorMeter, hooks: BatchHooks,
-                      seconds: float) -> None:
+                      model_seconds: float, data_seconds: float) -> None:
         total = self.data.train.num_samples
         nll, top1, top5 = meter.result()
         line = f'{seen}/{total} ({100.0 * seen / total:.0f}%)\t'
@@ -161,7 +169,7 @@ class Trainer:
             line += f' / NLL: {nll:.3f}'
         else:
             line += f'NLL: {nll:.3f}'
-        line += f'\tTop1: {top1:.2f} / Top5: {top5:.2f}\tTime: {seconds:.1f}+0.0s'
+        line += f'\tTop1: {top1:.2f} / Top5: {top5:.2f}\tTime: {model_seconds:.1f}+{data_seconds:.1f}s'
         self.log.write(line)
 
     @torch.no_grad()
@@ -236,6 +244,143 @@ class History:
 
 
 def save_files(run_dir: Path, files: dict) -> None:
-    """Write several checkpoint files; the epoch counter (named last) is written after everything else."""
+    """Write several files of the run directory, each atomically."""
     for name, obj in files.items():
         save_torch(obj, run_dir / name)
+
+
+FILES = {
+    'baseline': ('model_latest.pt', 'model_best.pt', 'model_{}.pt', 'optimizer.pt', 'epochs.pt'),
+    'search': ('model_latest.pt', 'model_best.pt', 'model_{}.pt', 'optimizer.pt', 'epochs.pt'),
+    'converging': ('model_converging_latest.pt', 'model_converging_best.pt', 'model_converging_{}.pt',
+                   'optimizer_converging.pt', 'epochs_converging.pt'),
+}
+
+
+@dataclass
+class Session:
+    """What every stage of a run shares."""
+
+    args: Namespace
+    device: torch.device
+    data: Data
+    run_dir: Path
+    log: RunLog
+    history: History
+    trainer: Trainer
+    criterion: Loss
+    budget: int | None
+
+    def close(self) -> None:
+        self.history.board.close()
+        self.log.close()
+
+    def spend_epoch(self) -> bool:
+        """Whether this process may train one more epoch (`budget` epochs per call, None: unlimited)."""
+        if self.budget is None:
+            return True
+        if self.budget <= 0:
+            return False
+        self.budget -= 1
+        return True
+
+
+def log_evaluation(s: Session, test: tuple, epoch_continue: int | None = None) -> None:
+    """The original's evaluation block (best over all logged epochs)."""
+    s.log.write('\nEvaluation:')
+    for i, name in enumerate(('Loss', 'Top1 error', 'Top5 error')):
+        best, at = s.history.best_line(i)
+        s.log.write(f'{name}: {test[i]:.3f} (Best: {best:.3f} from epoch {at})')
+    if epoch_continue is not None and epoch_continue > 1:
+        searched = s.history.log_test[:epoch_continue - 1]
+        if len(searched):
+            s.log.write('\nBest during searching')
+            for i, name in enumerate(('Loss', 'Top1 error', 'Top5 error')):
+                s.log.write(f'{name}: {float(searched[:, i].min()):.3f} from epoch {int(searched[:, i].argmin())}')
+
+
+def save_epoch(s: Session, stage: str, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+    """Checkpoint, logs, plots and results.json after an epoch; the epoch counter is written last."""
+    latest, best, numbered, optimizer_file, epochs_file = FILES[stage]
+    state = s.trainer.net.state_dict()
+    files = {f'model/{latest}': state}
+    if s.history.is_best(stage, s.args.top):
+        files[f'model/{best}'] = state
+    if s.args.save_models:
+        files[f'model/{numbered.format(epoch)}'] = state
+    files.update(s.history.files())
+    files['loss.pt'] = s.criterion.state_dict()
+    files[optimizer_file] = optimizer.state_dict()
+    save_files(s.run_dir, files)
+    s.history.write_plots(s.args.test_only)
+    s.history.write_results()
+    save_torch(epoch, s.run_dir / epochs_file)
+
+
+def restore_history(s: Session, stage: str, finished: int) -> None:
+    """Bring back the history of the run being resumed, up to its last finished epoch of `stage`; the
+    loss/error logs are rebuilt from it, so an epoch interrupted half-way is simply done again."""
+    results_file = s.run_dir / 'results.json'
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    order = ('test', 'baseline', 'search', 'converging')
+    kept = [h for h in results.get('history', [])
+            if order.index(h['stage']) < order.index(stage) or (h['stage'] == stage and h['epoch'] <= finished)]
+    s.history.restore(dict(results, history=kept))
+
+
+def resume_point(run_dir: Path, stage: str, resume: int) -> tuple[Path, int]:
+    """The model file and finished-epoch count to resume a stage from (--resume N: epoch N's file)."""
+    latest, _, numbered, _, epochs_file = FILES[stage]
+    epochs = load_torch(run_dir / epochs_file, '--load') if (run_dir / epochs_file).is_file() else 0
+    if resume > 0:
+        return run_dir / 'model' / numbered.format(resume), resume
+    return run_dir / 'model' / latest, int(epochs)
+
+
+def make_optimizer(args: Namespace, groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    """SGD (or Adam/RMSprop for baselines) with each group's base lr kept as 'initial_lr'."""
+    for g in groups:
+        g.setdefault('lr', lr)
+        g.setdefault('initial_lr', g['lr'])
+    if args.optimizer == 'Adam':
+        return torch.optim.Adam(groups, lr=lr, betas=args.betas, eps=args.epsilon, weight_decay=args.weight_decay)
+    if args.optimizer == 'RMSprop':
+        return torch.optim.RMSprop(groups, lr=lr, eps=args.epsilon, weight_decay=args.weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=args.momentum, nesterov=args.nesterov,
+                           weight_decay=args.weight_decay)
+
+
+def train_epochs(s: Session, stage: str, optimizer: torch.optim.Optimizer, start: int, last: int,
+                 hooks: BatchHooks, stage_text: str = '', stream_offset: int = 0,
+                 epoch_continue: int | None = None) -> int:
+    """Epochs start+1..last of a stage (baseline or converging); returns the last finished epoch."""
+    schedule = StepSchedule(s.args.decay, s.args.gamma, s.args.linear)
+    epoch = start
+    while epoch < last and s.spend_epoch():
+        epoch += 1
+        factor = schedule.factor(epoch)
+        set_learning_rates(optimizer, factor)
+        s.log.write(f'[Epoch {epoch}]\t{describe_lrs(optimizer)}{stage_text}')
+        stats = s.trainer.train_epoch(epoch, optimizer, factor, hooks, stream_offset + epoch)
+        test = s.trainer.evaluate()
+        s.history.add_epoch(stage, epoch, stats, test, {'lr': optimizer.param_groups[0]['lr']})
+        log_evaluation(s, test, epoch_continue)
+        s.log.write(f'Time: {stats["seconds"]:.2f}s\n')
+        save_epoch(s, stage, epoch, optimizer)
+    return epoch
+
+
+def test_only(s: Session, extra: dict | None = None) -> dict:
+    """Evaluate once. A fresh run directory gets the log, test_log.pt, plots and results.json; evaluating a
+    --load run appends the evaluation to its log and results.json and leaves its other files alone."""
+    if s.args.load:
+        restore_history(s, 'converging', 10 ** 9)
+    test = s.trainer.evaluate()
+    s.history.add_epoch('test', 0, None, test, dict(extra or {}, images_per_second=s.trainer.eval_images_per_second))
+    log_evaluation(s, test)
+    if not s.args.load:
+        save_files(s.run_dir, s.history.files())
+        s.history.write_plots(True)
+    s.history.write_results()
+    s.close()
+    return s.history.results

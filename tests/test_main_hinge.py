@@ -193,3 +193,14 @@ def test_load_original_param_compresses_the_teachers_weights(small_demo, tmp_pat
     basis, matrix = factorize(teacher.features[1][0].body[0].weight, 'svd2')
     assert torch.allclose(state['features.1.0.body.0.0.weight'], basis[kept], atol=1e-6)
     assert torch.allclose(state['features.1.0.body.0.1.weight'], matrix[:, kept], atol=1e-6)
+
+
+def test_evaluating_a_run_with_load_appends_to_its_results(small_demo, tmp_path):
+    argv = '--template Demo --model ResNet --depth 8 --downsample_type A'
+    trained = _run(f'{argv} --epochs 2 --save run', tmp_path)
+    test_log = load_torch(tmp_path / 'runs' / 'run' / 'test_log.pt', 'log')
+    tested = _run(f'{argv} --test_only --load run', tmp_path)
+    assert [h['stage'] for h in tested['history']] == ['baseline', 'baseline', 'test']
+    assert tested['top1_err'] == trained['top1_err']
+    assert torch.equal(load_torch(tmp_path / 'runs' / 'run' / 'test_log.pt', 'log'), test_log)
+    assert _results(tmp_path, 'run')['stage'] == 'test'
