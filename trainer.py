@@ -92,7 +92,8 @@ def forward(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
 class Trainer:
     """Trains and evaluates one network on one data set, logging in the original format."""
 
-    def __init__(self, args: Namespace, net: nn.Module, criterion: nn.Module, data, log, device: torch.device):
+    def __init__(self, args: Namespace, net: nn.Module, criterion: nn.Module, data: Data, log: RunLog,
+                 device: torch.device):
         self.args, self.net, self.criterion = args, net, criterion
         self.data, self.log, self.device = data, log, device
         self.teacher: nn.Module | None = None

@@ -66,7 +66,10 @@ def _download(name: str, root: Path) -> None:
     socket.setdefaulttimeout(30)
     try:
         getattr(tv, name)(root=str(tmp), train=True, download=True)
-        shutil.move(str(tmp / folder), str(root / folder))
+        (root / folder).mkdir(exist_ok=True)
+        for item in (tmp / folder).iterdir():
+            if not (root / folder / item.name).exists():
+                shutil.move(str(item), str(root / folder / item.name))
     finally:
         socket.setdefaulttimeout(previous)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,6 +1,7 @@
 """data/: CIFAR reader and batched augmentation, the demo set, ImageFolder data, clear failures."""
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,24 @@ def test_image_folders(tmp_path):
 def test_train_and_test_sets_must_agree():
     with pytest.raises(UsageError, match='--data_test'):
         build_data(make_args('--data_train Demo --data_test CIFAR10'))
+
+
+def test_download_fills_only_the_missing_files(tmp_path, monkeypatch):
+    import torchvision.datasets as tv
+
+    folder = tmp_path / 'cifar-10-batches-py'
+    folder.mkdir()
+    (folder / 'data_batch_1').write_bytes(b'mine')
+
+    class FakeCIFAR10:
+        def __init__(self, root, train, download):
+            target = Path(root) / 'cifar-10-batches-py'
+            target.mkdir()
+            for name in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
+                (target / name).write_bytes(b'downloaded')
+
+    monkeypatch.setattr(tv, 'CIFAR10', FakeCIFAR10)
+    assert cifar.locate('CIFAR10', str(tmp_path)) == folder
+    assert (folder / 'data_batch_1').read_bytes() == b'mine'
+    assert (folder / 'test_batch').read_bytes() == b'downloaded'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['cifar-10-batches-py']
