@@ -149,16 +149,19 @@ def _spread_vgg():
     return hm, args
 
 
-def test_threshold_search_reaches_the_target_within_0_001():
+@pytest.mark.parametrize('legacy', [False, True])
+def test_threshold_search_reaches_the_target_within_0_001(legacy):
     hm, args = _spread_vgg()
     c = SearchController(hm, args, None)
     norms = c.family_norms()
-    threshold = c.search_threshold(norms, 0.6, ConsoleLog())
-    assert abs(c.ratio_at(norms, threshold) - 0.6) <= 0.001
-    # Every attainable compression keeps the groups with norm >= some group norm: try them all.
-    candidates = [0.0] + torch.unique(torch.cat(list(norms.values()))).tolist()
-    best = min(abs(c.ratio_at(norms, t) - 0.6) for t in candidates)
-    assert abs(c.ratio_at(norms, threshold) - 0.6) <= best + 1e-12
+    search = c.search_threshold_legacy if legacy else c.search_threshold
+    found = c.ratio_at(norms, search(norms, 0.6, ConsoleLog()))
+    assert abs(found - 0.6) <= 0.001
+    if not legacy:
+        # Every attainable compression keeps the groups with norm >= some group norm: the bisection finds
+        # the closest of them all.
+        candidates = [0.0] + torch.unique(torch.cat(list(norms.values()))).tolist()
+        assert abs(found - 0.6) <= min(abs(c.ratio_at(norms, t) - 0.6) for t in candidates) + 1e-12
 
 
 def test_threshold_search_is_exact_when_the_target_is_attainable():
@@ -168,14 +171,6 @@ def test_threshold_search_is_exact_when_the_target_is_attainable():
     target = c.ratio_at(norms, float(torch.cat(list(norms.values())).median()))
     threshold = c.search_threshold(norms, target, ConsoleLog())
     assert c.ratio_at(norms, threshold) == pytest.approx(target, abs=1e-12)
-
-
-def test_legacy_threshold_walk_converges_on_the_spread_network():
-    hm, args = _spread_vgg()
-    c = SearchController(hm, args, None)
-    norms = c.family_norms()
-    threshold = c.search_threshold_legacy(norms, 0.6, ConsoleLog())
-    assert abs(c.ratio_at(norms, threshold) - 0.6) <= 0.001
 
 
 def test_compression_report_lines_and_weights_only_information(tmp_path):
