@@ -36,10 +36,11 @@ from trainer import (
     Session,
     Trainer,
     describe_lrs,
+    hinge_stage_reached,
     log_evaluation,
     make_optimizer,
-    restore_history,
     resume_point,
+    resume_stage,
     save_epoch,
     set_learning_rates,
     test_only,
@@ -146,9 +147,8 @@ def run_baseline(args: Namespace, device: torch.device, budget: int | None) -> d
     data = build_data(args)
     net = build_baseline(args)
     run_dir = resolve_run_dir(args)
-    start = 0
     if args.load:
-        model_file, start = resume_point(run_dir, 'baseline', args.resume)
+        model_file = resume_point(run_dir, 'baseline', args.resume)[0]
         load_state(net, load_torch(model_file, '--load'), f'--load {model_file}', adapt=False)
     elif args.pretrain:
         path = checkpoint_file(args.pretrain)
@@ -165,11 +165,7 @@ def run_baseline(args: Namespace, device: torch.device, budget: int | None) -> d
     if args.test_only:
         return test_only(s)
     optimizer = make_optimizer(args, [{'params': [p for p in net.parameters() if p.requires_grad]}], args.lr)
-    if args.load:
-        restore_history(s, 'baseline', start)
-        if (run_dir / 'optimizer.pt').is_file():
-            optimizer.load_state_dict(load_torch(run_dir / 'optimizer.pt', '--load'))
-    train_epochs(s, 'baseline', optimizer, start, args.epochs, BatchHooks())
+    train_epochs(s, 'baseline', optimizer, resume_stage(s, 'baseline', optimizer), args.epochs, BatchHooks())
     s.close()
     return s.history.results
 
@@ -182,9 +178,7 @@ def hinge_phase(args: Namespace, run_dir: Path) -> str:
     """test (evaluate), converging (resume after compression), search (resume) or fresh."""
     if args.test_only:
         return 'test'
-    if args.load:
-        return 'converging' if (run_dir / 'compression_information.pt').is_file() else 'search'
-    return 'fresh'
+    return hinge_stage_reached(run_dir) if args.load else 'fresh'
 
 
 def load_teacher(args: Namespace, family: str, device: torch.device) -> nn.Module:
@@ -209,18 +203,15 @@ def build_hinge(args: Namespace, data: Data, run_dir: Path, phase: str) -> tuple
     hm = HingeModel(net, adapter, args, data.input_dim, init=init)
     weights = initial_layer_weights(hm.families) if init and args.layer_balancing else None
     if phase == 'test':
-        path = checkpoint_file(args.pretrain) if args.pretrain else resume_point(
-            run_dir, 'converging' if (run_dir / 'compression_information.pt').is_file() else 'search', args.resume)[0]
+        path = (checkpoint_file(args.pretrain) if args.pretrain
+                else resume_point(run_dir, hinge_stage_reached(run_dir), args.resume)[0])
         state = load_torch(path, '--pretrain')
         if is_merged_checkpoint(hm, state):
             hm.merge()
         load_state(net, state, f'--pretrain {path}', adapt=True)
-    elif phase == 'search':
-        path = resume_point(run_dir, 'search', args.resume)[0]
-        load_state(net, load_torch(path, '--load'), f'--load {path}', adapt=False)
-    elif phase == 'converging':
-        path = resume_point(run_dir, 'converging', args.resume)[0]
-        load_state(net, load_torch(path, '--load'), f'--load {path}', adapt=True)
+    elif phase in ('search', 'converging'):
+        path = resume_point(run_dir, phase, args.resume)[0]
+        load_state(net, load_torch(path, '--load'), f'--load {path}', adapt=phase == 'converging')
     try:
         hm.retrace()
     except RuntimeError as err:
@@ -293,11 +284,8 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: dict | None,
     optimizer = make_optimizer(args, search_param_groups(hm, args.lr, args.lr_ratio), args.lr)
     schedule = StepSchedule(args.decay, args.gamma, args.linear)
     hooks = SearchHooks(controller, args)
-    epoch, ratios = 0, []
+    epoch, ratios = resume_stage(s, 'search', optimizer), []
     if phase == 'search':
-        epoch = int(load_torch(s.run_dir / 'epochs.pt', '--load')) if args.resume <= 0 else args.resume
-        restore_history(s, 'search', epoch)
-        optimizer.load_state_dict(load_torch(s.run_dir / 'optimizer.pt', '--load'))
         ratios = [h['flops_ratio'] for h in s.history.results['history'] if h['stage'] == 'search'][:epoch]
     else:
         test = s.trainer.evaluate()
@@ -379,14 +367,7 @@ def converging_stage(s: Session, hm: HingeModel, teacher: nn.Module | None, epoc
     args = s.args
     optimizer = make_optimizer(args, [{'params': [p for p in hm.net.parameters() if p.requires_grad]}],
                                args.lr * args.lr_factor)
-    start = int(load_torch(s.run_dir / FILES['converging'][4], '--load')) if (
-        s.run_dir / FILES['converging'][4]).is_file() else 0
-    if args.resume > 0 and args.load:
-        start = args.resume
-    if args.load:
-        restore_history(s, 'converging', start)
-    if start > 0 and (s.run_dir / FILES['converging'][3]).is_file():
-        optimizer.load_state_dict(load_torch(s.run_dir / FILES['converging'][3], '--load'))
+    start = resume_stage(s, 'converging', optimizer)
     s.trainer.teacher = teacher if args.distillation else None
     hooks = ConvergingHooks(SearchController(hm, args, None) if hm.families else None)
     train_epochs(s, 'converging', optimizer, start, args.epochs, hooks,

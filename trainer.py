@@ -338,6 +338,24 @@ def resume_point(run_dir: Path, stage: str, resume: int) -> tuple[Path, int]:
     return run_dir / 'model' / latest, int(epochs)
 
 
+def hinge_stage_reached(run_dir: Path) -> str:
+    """The last stage a Hinge run directory reached: converging once compression_information.pt exists."""
+    return 'converging' if (run_dir / 'compression_information.pt').is_file() else 'search'
+
+
+def resume_stage(s: Session, stage: str, optimizer: torch.optim.Optimizer) -> int:
+    """Continue a stage of a --load run: the finished epochs (--resume N: N), its history up to them, and its
+    optimizer state when one was saved. Returns the finished-epoch count (0 for a run without --load)."""
+    if not s.args.load:
+        return 0
+    epoch = resume_point(s.run_dir, stage, s.args.resume)[1]
+    restore_history(s, stage, epoch)
+    optimizer_file = s.run_dir / FILES[stage][3]
+    if epoch > 0 and optimizer_file.is_file():
+        optimizer.load_state_dict(load_torch(optimizer_file, '--load'))
+    return epoch
+
+
 def make_optimizer(args: Namespace, groups: list[dict], lr: float) -> torch.optim.Optimizer:
     """SGD (or Adam/RMSprop for baselines) with each group's base lr kept as 'initial_lr'."""
     for g in groups:

@@ -1,5 +1,6 @@
 """Plots of the original's run directory: loss/error curves and compression ratios."""
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -13,8 +14,6 @@ from utils.io import write_bytes_atomic  # noqa: E402
 
 
 def _save(fig, path: Path, **kwargs) -> None:
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format=path.suffix[1:], **kwargs)
     plt.close(fig)
