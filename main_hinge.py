@@ -7,6 +7,7 @@ of the sparsity-inducing matrices), threshold search to the FLOPs target, compre
 """
 
 import copy
+import json
 import sys
 from argparse import Namespace
 from pathlib import Path
@@ -18,8 +19,9 @@ import option
 from data import Data, build_data
 from loss import Loss
 from model import build_baseline, is_baseline
-from model_hinge import adapter_for, is_hinge
-from model_hinge.core import HingeModel
+from model_hinge import NAMES, adapter_for, is_hinge
+from model_hinge.core import HingeModel, convert
+from model_hinge.plan import Plan
 from model_hinge.search import (
     ConvergingHooks,
     SearchController,
@@ -31,7 +33,6 @@ from model_hinge.search import (
 from model_hinge.surgery import OPTIONAL_KEYS, compress, load_state
 from trainer import (
     FILES,
-    BatchHooks,
     History,
     Session,
     Trainer,
@@ -42,7 +43,6 @@ from trainer import (
     resume_point,
     resume_stage,
     save_epoch,
-    set_learning_rates,
     test_only,
     train_epochs,
 )
@@ -50,11 +50,14 @@ from utils import plot
 from utils.board import Board, require_tensorboard
 from utils.complexity import ComplexityModel
 from utils.errors import NonFiniteError, UsageError
-from utils.io import load_torch, save_torch
+from utils.io import load_torch, save_json, save_torch
 from utils.rundir import RunLog, remove_run_dir, resolve_run_dir
 from utils.schedule import StepSchedule
+from utils.steps import BatchHooks, set_learning_rates
 
 MAX_SEARCH_EPOCHS = 200
+PLAN_FILE = 'plan.json'
+MERGED_FILE = 'model_merge_latest.pt'
 CONVERGING_STREAM = 100_000
 
 
@@ -62,7 +65,7 @@ def validate(args: Namespace) -> None:
     """Flag checks that need no files; everything here fails before anything is written."""
     if not is_baseline(args.model) and not is_hinge(args.model):
         raise UsageError(f'--model {args.model} is unknown; use VGG, ResNet, DenseNet, ResNeXt, Wide_ResNet or a '
-                         'Hinge model (Hinge_ResNet_Basic_SVD, Hinge_ResNet_Basic, Hinge_VGG).')
+                         f'Hinge model ({NAMES}).')
     checks = [(args.epochs >= 0, '--epochs must be 0 or more'), (args.lr > 0, '--lr must be positive'),
               (args.print_every >= 1, '--print_every must be at least 1'),
               (args.prox_freq >= 1, '--prox_freq must be at least 1'),
@@ -192,16 +195,35 @@ def load_teacher(args: Namespace, family: str, device: torch.device) -> nn.Modul
     return teacher
 
 
-def build_hinge(args: Namespace, data: Data, run_dir: Path, phase: str) -> tuple[HingeModel, dict | None]:
-    """The converted network with the state of its phase loaded; layer weights for a (resumed) search."""
+def read_run_plan(args: Namespace, run_dir: Path) -> tuple[Plan, list[float] | None] | None:
+    """The plan and layer weights saved by a run (plan.json), if this run has one."""
+    path = run_dir / PLAN_FILE
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        plan, weights = Plan.from_dict(saved['plan']), saved.get('layer_weights')
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise UsageError(f'--load: {path} is not a compression plan ({err}); delete it to plan again.') from None
+    if plan.model.lower() != args.model.lower():
+        raise UsageError(f'--load: the run {run_dir} compresses {plan.model}, not --model {args.model}; '
+                         f'pass --model {plan.model}.')
+    return plan, weights
+
+
+def build_hinge(args: Namespace, data: Data, run_dir: Path, phase: str) -> tuple[HingeModel, list[float] | None]:
+    """The converted network with the state of its phase loaded, and the layer-balancing weights of its search
+    (computed at the start of a fresh search; read back from plan.json when resuming)."""
     adapter = adapter_for(args.model)
     net = build_baseline(args, adapter.baseline)
-    init = phase in ('fresh', 'search')
-    if init and args.pretrain:
+    fresh = phase == 'fresh'
+    if fresh and args.pretrain:
         path = checkpoint_file(args.pretrain)
         load_state(net, load_torch(path, '--pretrain'), f'--pretrain {path}', adapt=False)
-    hm = HingeModel(net, adapter, args, data.input_dim, init=init)
-    weights = initial_layer_weights(hm.families) if init and args.layer_balancing else None
+    saved = None if fresh or (phase == 'test' and not args.load) else read_run_plan(args, run_dir)
+    plan = saved[0] if saved else adapter.plan(net)
+    hm = HingeModel(net, plan, data.input_dim, args.init_method if fresh else None)
+    weights = saved[1] if saved else None
     if phase == 'test':
         path = (checkpoint_file(args.pretrain) if args.pretrain
                 else resume_point(run_dir, hinge_stage_reached(run_dir), args.resume)[0])
@@ -217,12 +239,14 @@ def build_hinge(args: Namespace, data: Data, run_dir: Path, phase: str) -> tuple
     except RuntimeError as err:
         raise UsageError(f'the loaded tensors do not fit together ({str(err).splitlines()[0]}); '
                          'is the checkpoint of this --model and --depth?') from None
+    if weights is None and phase in ('fresh', 'search'):
+        weights = initial_layer_weights(hm.families)
     return hm, weights
 
 
 def is_merged_checkpoint(hm: HingeModel, state: dict) -> bool:
     """Whether a checkpoint holds the merged structure (conv and A folded), judged by its keys."""
-    if not hm.adapter.merge_points(hm.net):
+    if not hm.plan.merges:
         return False
     keys = set(state) - set(OPTIONAL_KEYS)
     if keys == set(hm.net.state_dict()):
@@ -230,6 +254,11 @@ def is_merged_checkpoint(hm: HingeModel, state: dict) -> bool:
     merged = copy.deepcopy(hm)
     merged.merge()
     return keys == set(merged.net.state_dict())
+
+
+def save_run_plan(s: Session, hm: HingeModel, layer_weights: list[float] | None) -> None:
+    """plan.json: what rebuilds this run's network without re-planning, and its search's layer weights."""
+    save_json({'plan': hm.plan.to_dict(), 'layer_weights': layer_weights}, s.run_dir / PLAN_FILE)
 
 
 def run_hinge(args: Namespace, device: torch.device, budget: int | None) -> dict:
@@ -241,12 +270,14 @@ def run_hinge(args: Namespace, device: torch.device, budget: int | None) -> dict
     hm, layer_weights = build_hinge(args, data, run_dir, phase)
     teacher = None
     if phase != 'test' and (args.distillation or args.load_original_param):
-        teacher = load_teacher(args, hm.adapter.baseline, device)
-    flops_c, params_c = hm.flops_params()
+        teacher = load_teacher(args, adapter_for(args.model).baseline, device)
+    flops_c, params_c = hm.cost()
     hm.net.to(device)
     results = base_results(args, data, run_dir, hm.baseline_flops, hm.baseline_params, flops_c, params_c)
     s = open_session(args, device, data, run_dir, hm.net, results, budget, fresh=phase == 'fresh')
     describe_model(s, hm.net)
+    if phase in ('fresh', 'search') and not (run_dir / PLAN_FILE).is_file():
+        save_run_plan(s, hm, layer_weights)
     if phase == 'fresh' and not args.pretrain:
         s.log.write('Warning: no --pretrain given; compressing a randomly initialised network.')
     s.log.write(complexity_line(hm.baseline_flops, hm.baseline_params, flops_c, params_c))
@@ -272,7 +303,7 @@ def complexity_line(flops: int, params: int, flops_c: int, params_c: int) -> str
             f'Parameter ratio {params_c / params * 100:.2f} = {params_c / 1e3:.2f} [k] / {params / 1e3:.2f} [k].')
 
 
-def search_stage(s: Session, hm: HingeModel, layer_weights: dict | None,
+def search_stage(s: Session, hm: HingeModel, layer_weights: list[float] | None,
                  phase: str) -> tuple[int | None, SearchController]:
     """Train until the would-be FLOPs ratio is within --stop_limit of --ratio (at most 200 epochs).
 
@@ -280,8 +311,8 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: dict | None,
     controller, whose group norms decide the compression.
     """
     args = s.args
-    controller = SearchController(hm, args, layer_weights)
-    optimizer = make_optimizer(args, search_param_groups(hm, args.lr, args.lr_ratio), args.lr)
+    controller = SearchController(hm, args, layer_weights if args.layer_balancing else None)
+    optimizer = make_optimizer(args, search_param_groups(hm, args.lr, args.lr_ratio, args.legacy_search), args.lr)
     schedule = StepSchedule(args.decay, args.gamma, args.linear)
     hooks = SearchHooks(controller, args)
     epoch, ratios = resume_stage(s, 'search', optimizer), []
@@ -292,6 +323,8 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: dict | None,
         s.history.results['baseline_top1_err'] = test[1]
         s.log.write(f'Before the search (the converted baseline): Loss: {test[0]:.3f}, Top1 error: {test[1]:.3f}, '
                     f'Top5 error: {test[2]:.3f}')
+    if args.legacy_search and epoch > 0:
+        controller.freeze_compressible()
     ratio = ratios[-1] if ratios else 1.0
     while ratio - args.ratio > args.stop_limit and epoch < MAX_SEARCH_EPOCHS:
         if not s.spend_epoch():
@@ -299,7 +332,7 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: dict | None,
         epoch += 1
         factor = schedule.factor(epoch)
         set_learning_rates(optimizer, factor, controller.lr_multipliers(len(optimizer.param_groups), hooks.ratio)
-                           if hm.adapter.separate_roles else None)
+                           if hm.policy.separate_roles else None)
         s.log.write(f'[Epoch {epoch}]\t{describe_lrs(optimizer)}\tSearching Stage')
         stats = s.trainer.train_epoch(epoch, optimizer, factor, hooks, epoch)
         test = s.trainer.evaluate()
@@ -323,7 +356,7 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: dict | None,
 def reset_to_teacher(hm: HingeModel, teacher: nn.Module, args: Namespace) -> None:
     """--load_original_param: the converted network's values become those of the converted teacher."""
     fresh = copy.deepcopy(teacher).cpu()
-    hm.adapter.insert(fresh, args.init_method)
+    convert(fresh, hm.plan, args.init_method)
     own = hm.net.state_dict()
     with torch.no_grad():
         for key, value in fresh.state_dict().items():
@@ -345,9 +378,9 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
         s.log.write(line)
     if args.load_original_param:
         reset_to_teacher(hm, teacher, args)
-    compress(hm.families, kept, hm.net)
+    compress(hm.families, kept, hm.net, args.legacy_search)
     hm.retrace()
-    flops_now, params_now = hm.flops_params()
+    flops_now, params_now = hm.cost()
     test = s.trainer.evaluate()
     s.log.write(complexity_line(hm.baseline_flops, hm.baseline_params, flops_now, params_now))
     s.log.write(f'After compression, before converging: Loss: {test[0]:.3f}, Top1 error: {test[1]:.3f}, '
@@ -363,22 +396,27 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
 
 
 def converging_stage(s: Session, hm: HingeModel, teacher: nn.Module | None, epoch_continue: int) -> None:
-    """Fine-tune the compressed network for --epochs at lr x lr_factor (distilling from --teacher)."""
+    """Fine-tune the compressed network for --epochs at lr x lr_factor (distilling from --teacher); where the
+    plan merges, the finished network is merged and saved as model_merge_latest.pt."""
     args = s.args
     optimizer = make_optimizer(args, [{'params': [p for p in hm.net.parameters() if p.requires_grad]}],
                                args.lr * args.lr_factor)
     start = resume_stage(s, 'converging', optimizer)
     s.trainer.teacher = teacher if args.distillation else None
     hooks = ConvergingHooks(SearchController(hm, args, None) if hm.families else None)
-    train_epochs(s, 'converging', optimizer, start, args.epochs, hooks,
-                 f'\tConverging Stage (Searching Epoch {epoch_continue})', CONVERGING_STREAM, epoch_continue)
+    last = train_epochs(s, 'converging', optimizer, start, args.epochs, hooks,
+                        f'\tConverging Stage (Searching Epoch {epoch_continue})', CONVERGING_STREAM, epoch_continue)
+    if hm.plan.merges and last >= args.epochs:
+        hm.merge()
+        save_torch(hm.net.state_dict(), s.run_dir / 'model' / MERGED_FILE)
+        s.log.write(f'Merged every (conv, A) pair the plan merges; saved model/{MERGED_FILE}.')
     summary(s, hm)
 
 
 def summary(s: Session, hm: HingeModel) -> None:
     """The closing lines: complexity and error before/after, and where everything is."""
     r = s.history.results
-    flops_c, params_c = hm.flops_params()
+    flops_c, params_c = hm.cost()
     fmt = lambda v: 'n/a' if v is None else f'{v:.2f}%'  # noqa: E731
     s.log.write('Summary')
     s.log.write(f'  FLOPs:  {hm.baseline_flops / 1e6:.2f}M -> {flops_c / 1e6:.2f}M '

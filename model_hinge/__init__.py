@@ -1,27 +1,24 @@
 """Hinge models, resolved by name through an explicit registry of architecture adapters."""
 
 from model_hinge.core import Adapter
+from model_hinge.densenet import DenseNetPrune, DenseNetSVD
 from model_hinge.resnet_basic import ResNetBasic, ResNetBasicSVD
+from model_hinge.resnet_bottleneck import ResNetBottleneck
+from model_hinge.resnext import ResNeXtAdapter
 from model_hinge.vgg import VGGAdapter
-from utils.errors import UsageError
+from model_hinge.wide_resnet import WideResNetAdapter
 
-ADAPTERS: dict[str, type[Adapter]] = {
-    'hinge_resnet_basic_svd': ResNetBasicSVD,
-    'hinge_resnet_basic': ResNetBasic,
-    'hinge_vgg': VGGAdapter,
-}
-PLANNED = ('hinge_resnet_bottleneck', 'hinge_resnext', 'hinge_densenet_svd', 'hinge_densenet', 'hinge_wide_resnet')
+ADAPTERS: dict[str, type[Adapter]] = {a.name.lower(): a for a in (
+    ResNetBasicSVD, ResNetBasic, ResNetBottleneck, ResNeXtAdapter, DenseNetSVD, DenseNetPrune, VGGAdapter,
+    WideResNetAdapter)}
+NAMES = ', '.join(a.name for a in ADAPTERS.values())
 
 
 def is_hinge(name: str) -> bool:
-    """Whether --model names a Hinge model (available or planned)."""
-    return name.lower() in ADAPTERS or name.lower() in PLANNED
+    """Whether --model names a Hinge model."""
+    return name.lower() in ADAPTERS
 
 
 def adapter_for(name: str) -> Adapter:
     """The adapter of a Hinge model name (case-insensitive)."""
-    key = name.lower()
-    if key in PLANNED:
-        raise UsageError(f'--model {name} is not available in this version yet; available Hinge models: '
-                         'Hinge_ResNet_Basic_SVD, Hinge_ResNet_Basic, Hinge_VGG.')
-    return ADAPTERS[key]()
+    return ADAPTERS[name.lower()]()

@@ -1,20 +1,21 @@
-"""The Hinge model: a baseline network with sparsity-inducing matrices, described by an adapter.
+"""The Hinge model: a baseline network converted by its compression plan.
 
-An adapter says *where* A sits (insert), which groups it has (families) and, optionally, which
-Sequential(conv, A) pairs merge back into one convolution. Everything else (search, proximal steps,
-counting, compression) is generic and lives in search.py, groups.py and surgery.py.
+`convert` applies a plan to a baseline (module replacements, A insertions with their initialisation, the
+gradient-ratio buffer); HingeModel binds the plan's families to the converted tensors and keeps the
+baseline's complexity and the complexity model of the converted network. Search, proximal steps, counting,
+compression and merging are generic and live in search.py, groups.py and surgery.py; an Adapter only
+writes the plan of its architecture.
 """
-
-from argparse import Namespace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model_hinge.groups import Cut, GroupFamily
+from model_hinge.groups import bind
 from model_hinge.init import factorize
-from model_hinge.surgery import merge_pair, sync_module_attributes
-from utils.complexity import ComplexityModel
+from model_hinge.plan import Insertion, Plan, split_path
+from model_hinge.surgery import merge_insertion, sync_module_attributes
+from utils.complexity import ComplexityModel, Merges, ShapeOf, actual_shape
 
 
 class DReLU(nn.Module):
@@ -29,6 +30,9 @@ class DReLU(nn.Module):
         return self.slope_p * F.relu(x) + self.slope_n * F.relu(-x)
 
 
+MODULE_KINDS: dict[str, type[nn.Module]] = {'two_slope_relu': DReLU}
+
+
 def factorized_pair(conv: nn.Conv2d, method: str | None, group_dim: int = 1) -> nn.Sequential:
     """Sequential(conv', A) computing `conv` (for svd/svd2/p-identity) with A a bias-carrying 1x1 conv.
 
@@ -40,7 +44,7 @@ def factorized_pair(conv: nn.Conv2d, method: str | None, group_dim: int = 1) -> 
     else:
         new_weight, matrix = factorize(weight, method, group_dim)
     basis = nn.Conv2d(conv.in_channels, new_weight.shape[0], conv.kernel_size, stride=conv.stride,
-                      padding=conv.padding, bias=False)
+                      padding=conv.padding, dilation=conv.dilation, bias=False)
     a = nn.Conv2d(new_weight.shape[0], matrix.shape[0], 1, bias=conv.bias is not None)
     with torch.no_grad():
         basis.weight.copy_(new_weight)
@@ -50,69 +54,91 @@ def factorized_pair(conv: nn.Conv2d, method: str | None, group_dim: int = 1) -> 
     return nn.Sequential(basis, a).to(conv.weight.device)
 
 
-def bn_cuts(bn: nn.BatchNorm2d) -> list[Cut]:
-    """The per-channel tensors of a BatchNorm."""
-    names = [n for n in ('weight', 'bias', 'running_mean', 'running_var') if getattr(bn, n) is not None]
-    return [Cut(bn, n, 0) for n in names]
+def set_module(net: nn.Module, path: str, module: nn.Module) -> None:
+    parent, key = split_path(path)
+    setattr(net.get_submodule(parent) if parent else net, key, module)
+
+
+def insert_matrix(net: nn.Module, insertion: Insertion, method: str | None) -> None:
+    """Put A after the conv at `insertion.conv`, in the insertion's style (see plan.Insertion)."""
+    conv = net.get_submodule(insertion.conv)
+    pair = factorized_pair(conv, method, insertion.group_dim)
+    if insertion.style == 'wrap':
+        set_module(net, insertion.conv, pair)
+        return
+    parent_path, key = split_path(insertion.conv)
+    parent = net.get_submodule(parent_path) if parent_path else net
+    parent[int(key)] = pair[0]
+    parent.insert(int(key) + 1, pair[1])
+
+
+def convert(net: nn.Module, plan: Plan, method: str | None) -> None:
+    """Apply the plan to a baseline in place; `method` initialises A (None: structure only, values follow)."""
+    for path, kind in plan.replacements.items():
+        set_module(net, path, MODULE_KINDS[kind]().to(next(net.parameters()).device))
+    for insertion in plan.insertions:
+        insert_matrix(net, insertion, method)
+    if plan.policy.grad_ratio_buffer:
+        net.register_buffer('running_grad_ratio', None)
 
 
 class Adapter:
-    """Per-architecture declarations; subclasses fill in the class attributes and the three methods."""
+    """Per-architecture knowledge: which baseline family it converts and the plan for a built baseline."""
 
-    baseline = ''            # baseline family in model.BASELINES
-    separate_roles = False   # A1 and A2 in separate optimizer groups (and the gradient-ratio lr adjustment)
-    mean_penalty = True      # P1/P2 averaged over blocks (True) or summed (False)
-    grad_ratio_buffer = False  # the checkpoint carries running_grad_ratio
+    name = ''      # the --model name (the registry matches it case-insensitively)
+    baseline = ''  # baseline family in model.BASELINES
 
-    def insert(self, net: nn.Module, method: str | None) -> None:
-        """Insert the sparsity-inducing matrices (and any module changes) in place."""
+    def plan(self, net: nn.Module) -> Plan:
         raise NotImplementedError
-
-    def families(self, net: nn.Module) -> list[GroupFamily]:
-        """The group families of the converted network, P1 terms before their P2 partners."""
-        raise NotImplementedError
-
-    def merge_points(self, net: nn.Module) -> list[tuple[nn.Module, str]]:
-        """(parent, key) of each Sequential(conv, A) that merges into one convolution."""
-        return []
 
 
 class HingeModel:
-    """A converted network with its group families and complexity counters."""
+    """A converted network with its bound group families and complexity counters."""
 
-    def __init__(self, net: nn.Module, adapter: Adapter, args: Namespace, input_dim: tuple, init: bool):
-        self.net, self.adapter, self.input_dim = net, adapter, input_dim
+    def __init__(self, net: nn.Module, plan: Plan, input_dim: tuple, init_method: str | None):
+        self.net, self.plan, self.input_dim = net, plan, input_dim
         baseline = ComplexityModel.trace(net, input_dim)
         self.baseline_flops, self.baseline_params = baseline.flops(), baseline.params()
-        adapter.insert(net, args.init_method if init else None)
-        if adapter.grad_ratio_buffer:
-            net.register_buffer('running_grad_ratio', None)
-        self.families = adapter.families(net)
+        convert(net, plan, init_method)
+        self.families = bind(plan, net)
         self.merged = False
         self.retrace()
+
+    @property
+    def policy(self):
+        return self.plan.policy
 
     def retrace(self) -> None:
         """Re-record the complexity model (after a structural change or a shape-adapting load)."""
         self.complexity = ComplexityModel.trace(self.net, self.input_dim)
 
-    def flops_params(self) -> tuple[int, int]:
-        return self.complexity.flops(), self.complexity.params()
+    def merge_pairs(self) -> Merges:
+        """The (conv, A) modules that merge for deployment (none once merged)."""
+        if self.merged:
+            return []
+        return [(self.net.get_submodule(i.conv_path), self.net.get_submodule(i.matrix_path)) for i in self.plan.merges]
+
+    def cost(self, shape_of: ShapeOf = actual_shape, merged: bool = True) -> tuple[int, int]:
+        """(FLOPs, params) of the deployable network: its merging pairs folded (unless `merged` is False)."""
+        merges = self.merge_pairs() if merged else []
+        return self.complexity.flops(shape_of, merges), self.complexity.params(shape_of, merges)
 
     def matrices(self) -> list[list[torch.Tensor]]:
-        """The sparsity-inducing matrices per optimizer role (one role unless the adapter separates them)."""
-        roles: list[list[torch.Tensor]] = [[], []] if self.adapter.separate_roles else [[]]
+        """The sparsity-inducing matrices per optimizer role (one role unless the policy separates them)."""
+        separate = self.policy.separate_roles
+        roles: list[list[torch.Tensor]] = [[] for _ in range(self.policy.roles if separate else 1)]
         seen = set()
         for fam in self.families:
             for m in fam.members:
                 if id(m.param) not in seen:
                     seen.add(id(m.param))
-                    roles[fam.role if self.adapter.separate_roles else 0].append(m.param)
+                    roles[fam.role if separate else 0].append(m.param)
         return roles
 
     def merge(self) -> None:
-        """Fold every declared (conv, A) pair into one convolution; the families no longer apply."""
-        for parent, key in self.adapter.merge_points(self.net):
-            parent[int(key)] = merge_pair(parent[int(key)])
+        """Fold every merging (conv, A) pair into one convolution; the families no longer apply."""
+        for insertion in self.plan.merges:
+            merge_insertion(self.net, insertion)
         sync_module_attributes(self.net)
         self.families, self.merged = [], True
         self.retrace()

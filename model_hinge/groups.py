@@ -1,16 +1,19 @@
-"""Groups as data: which tensor, which dimension, and which tensor axes follow each group family.
+"""Group families bound to a network's tensors: group norms, vectorised proximal scaling, channel counts.
 
-A GroupFamily is one set of channel groups, e.g. the columns of one sparsity-inducing matrix A. Its
-`members` are the tensors whose slices along `dim` (in chunks of `chunk` channels) form the groups; the
-norm of a group is the l2 norm over all its members' slices. Its `cuts` are every tensor axis that is
-index-selected when the family is compressed. A GroupBank computes the norms of many families at once
-and applies proximal scaling to all of them with a fixed number of kernels, whatever the layer count.
+A plan (plan.py) names tensors; `bind` turns each of its families into a GroupFamily holding the live
+tensors, checks that the plan fits the network, and keeps the plan's order. A GroupBank computes the norms of
+many families at once and scales their groups in place with a fixed number of kernels, whatever the layer
+count (the proximal step's hot path). `exact_norms` computes the norms that decide compression the way the
+original code does (same reductions over the same views), so thresholds select the same channels bit for bit.
 """
 
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+
+from model_hinge.plan import Plan, split_path
+from utils.errors import UsageError
 
 
 @dataclass
@@ -29,14 +32,23 @@ class Member:
         view[self.dim] = shape[self.dim]
         return local.view(view).expand(shape).reshape(-1)
 
+    def group_rows(self) -> torch.Tensor:
+        """(groups, elements per group), rows in channel order: the original's layout of joint groups."""
+        p = self.param.detach()
+        moved = p.reshape(p.shape[0], -1) if self.dim == 0 else p.movedim(self.dim, 0).reshape(p.shape[self.dim], -1)
+        return moved.reshape(p.shape[self.dim] // self.chunk, -1)
+
 
 @dataclass
 class Cut:
-    """A tensor (module attribute `name`) whose axis `axis` keeps only the selected channels of a family."""
+    """A tensor (module attribute `name`) whose axis `axis` holds the family's channels from `offset` on."""
 
     module: nn.Module
     name: str
     axis: int
+    offset: int = 0
+    legacy_transposed: bool = False
+    legacy_offset: int | None = None
 
     @property
     def tensor(self) -> torch.Tensor:
@@ -45,7 +57,7 @@ class Cut:
 
 @dataclass(eq=False)
 class GroupFamily:
-    """One regularised set of groups; `role` 0/1 is the P1/P2 term it belongs to (the matrix A1 or A2)."""
+    """One regularised set of groups; `role` is the penalty term (P1, P2) and optimizer role it belongs to."""
 
     block: int
     layer: int
@@ -63,10 +75,76 @@ class GroupFamily:
     def chunk(self) -> int:
         return self.members[0].chunk
 
+    @property
+    def channels_total(self) -> int:
+        return self.size * self.chunk
+
     def channels(self, groups: torch.Tensor) -> torch.Tensor:
-        """Channel indices covered by the given (sorted) group indices."""
+        """Channel indices (local to the family) covered by the given (sorted) group indices."""
         c = self.chunk
         return (groups.view(-1, 1) * c + torch.arange(c, device=groups.device)).reshape(-1)
+
+
+def resolve(net: nn.Module, name: str, what: str) -> tuple[nn.Module, str]:
+    """(module, attribute) of a tensor named like a state-dict key; a name the network lacks is refused."""
+    parent, attr = split_path(name)
+    try:
+        module = net.get_submodule(parent) if parent else net
+    except AttributeError:
+        module = None
+    if module is None or not isinstance(getattr(module, attr, None), torch.Tensor):
+        raise UsageError(f'the compression plan names {what} {name}, which this network does not have; '
+                         'the plan was made for another architecture.')
+    return module, attr
+
+
+def bind(plan: Plan, net: nn.Module) -> list[GroupFamily]:
+    """The plan's families over the live tensors of `net` (which must already have its matrices inserted)."""
+    families = []
+    for spec in plan.families:
+        members = [Member(getattr(*resolve(net, m.tensor, 'the group tensor')), m.dim, m.chunk) for m in spec.members]
+        cuts = [Cut(*resolve(net, c.tensor, 'the cut tensor'), c.axis, c.offset, c.legacy_transposed, c.legacy_offset)
+                for c in spec.cuts]
+        families.append(GroupFamily(spec.block, spec.layer, spec.role, members, cuts))
+    for fam, spec in zip(families, plan.families, strict=True):
+        if spec.same_as is not None:
+            fam.same_as = families[spec.same_as]
+    check_fit(families, plan.model)
+    return families
+
+
+def check_fit(families: list[GroupFamily], model: str) -> None:
+    """Every family's members agree on the group count, and its cuts fit their axes without overlapping."""
+    taken: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for index, fam in enumerate(families):
+        counts = {m.param.shape[m.dim] // m.chunk for m in fam.members}
+        divisible = all(m.param.shape[m.dim] % m.chunk == 0 for m in fam.members)
+        if len(counts) != 1 or not divisible:
+            raise UsageError(f'the compression plan of {model} does not fit the network: the members of family '
+                             f'{index} do not have the same number of groups.')
+        for cut in fam.cuts:
+            size = cut.tensor.shape[cut.axis] if cut.axis < cut.tensor.dim() else -1
+            span = (cut.offset, cut.offset + fam.channels_total)
+            if cut.offset < 0 or span[1] > size:
+                raise UsageError(f'the compression plan of {model} does not fit the network: family {index} cuts '
+                                 f'positions {span[0]}..{span[1]} of an axis of size {size}.')
+            spans = taken.setdefault((id(cut.tensor), cut.axis), [])
+            if any(a < span[1] and span[0] < b for a, b in spans):
+                raise UsageError(f'the compression plan of {model} is inconsistent: two families cut the same '
+                                 'positions of one tensor.')
+            spans.append(span)
+
+
+def exact_norms(fam: GroupFamily) -> torch.Tensor:
+    """Group norms (float32, CPU) computed as the original does: one member with one channel per group is
+    reduced along its matrix view; joint groups are concatenated row by row first."""
+    if len(fam.members) == 1 and fam.chunk == 1:
+        m = fam.members[0]
+        p = m.param.detach()
+        if p.dim() == 2 or p.shape[2:].numel() == 1:
+            matrix = p.reshape(p.shape[0], p.shape[1])
+            return torch.norm(matrix, p=2, dim=1 - m.dim).float().cpu()
+    return torch.norm(torch.cat([m.group_rows() for m in fam.members], dim=1), p=2, dim=1).float().cpu()
 
 
 def split_into_banks(families: list[GroupFamily]) -> list[list[GroupFamily]]:

@@ -1,57 +1,53 @@
-"""ResNet basic blocks: A after both 3x3 convs; two-slope activation in between.
+"""ResNet basic blocks: A after both 3x3 convs; a two-slope activation in between.
 
 Hinge_ResNet_Basic_SVD regularises the columns of A1 and A2 (decomposition of both convs);
-Hinge_ResNet_Basic prunes conv1 through the rows of A1 and decomposes conv2 through the columns of A2.
+Hinge_ResNet_Basic prunes conv1 through the rows of A1 (then merges conv1 and A1) and decomposes conv2
+through the columns of A2.
 """
 
 import torch.nn as nn
 
 from model.resnet import ResBlock
-from model_hinge.core import Adapter, DReLU, bn_cuts, factorized_pair
-from model_hinge.groups import Cut, GroupFamily, Member
+from model_hinge.core import Adapter
+from model_hinge.plan import Cut, Family, Insertion, Legacy, Member, Plan, Policy, bn_tensors, cuts_of
 from utils.errors import UsageError
 
 
-def basic_blocks(net: nn.Module) -> list[ResBlock]:
-    blocks = [m for m in net.modules() if isinstance(m, ResBlock)]
-    if any(type(b) is not ResBlock for b in blocks):
+def basic_blocks(net: nn.Module) -> list[str]:
+    """Module paths of the basic blocks; bottleneck networks are refused."""
+    blocks = [(path, m) for path, m in net.named_modules() if isinstance(m, ResBlock)]
+    if not blocks or any(type(m) is not ResBlock for _, m in blocks):
         raise UsageError('this Hinge model needs basic blocks (ResNet depth 6n+2 up to 110); '
                          'bottleneck ResNets use Hinge_RESNET_BOTTLENECK.')
-    return blocks
+    return [path for path, _ in blocks]
 
 
 class ResNetBasicSVD(Adapter):
-    baseline = 'resnet'
-    separate_roles = True
-    mean_penalty = True
-    grad_ratio_buffer = True
+    name, baseline = 'Hinge_ResNet_Basic_SVD', 'resnet'
     prune_first = False  # A1 groups: columns (decomposition) or rows (pruning of conv1)
 
-    def insert(self, net: nn.Module, method: str | None) -> None:
-        first_dim = 0 if self.prune_first else 1
-        for block in basic_blocks(net):
-            block.body[0] = factorized_pair(block.body[0], method, group_dim=first_dim)
-            block.body[2] = DReLU()
-            block.body[3] = factorized_pair(block.body[3], method, group_dim=1)
-
-    def families(self, net: nn.Module) -> list[GroupFamily]:
-        out = []
-        for index, block in enumerate(basic_blocks(net)):
-            (conv1, a1), bn1, (conv2, a2) = block.body[0], block.body[1], block.body[3]
+    def plan(self, net: nn.Module) -> Plan:
+        insertions, families = [], []
+        for block, path in enumerate(basic_blocks(net)):
+            conv1, conv2 = f'{path}.body.0', f'{path}.body.3'
+            insertions += [Insertion(conv1, group_dim=0 if self.prune_first else 1, merge=self.prune_first),
+                           Insertion(conv2, group_dim=1)]
+            a1, a2 = f'{conv1}.1.weight', f'{conv2}.1.weight'
             if self.prune_first:
-                first = GroupFamily(index, 1, 0, [Member(a1.weight, 0)],
-                                    [Cut(a1, 'weight', 0), *bn_cuts(bn1), Cut(conv2, 'weight', 1)])
+                first = Family(block, 1, 0, [Member(a1, 0)],
+                               [Cut(a1, 0), *cuts_of(bn_tensors(f'{path}.body.1'), 0), Cut(f'{conv2}.0.weight', 1)])
             else:
-                first = GroupFamily(index, 1, 0, [Member(a1.weight, 1)],
-                                    [Cut(conv1, 'weight', 0), Cut(a1, 'weight', 1)])
-            second = GroupFamily(index, 2, 1, [Member(a2.weight, 1)],
-                                 [Cut(conv2, 'weight', 0), Cut(a2, 'weight', 1)], same_as=first)
-            out += [first, second]
-        return out
+                first = Family(block, 1, 0, [Member(a1, 1)], [Cut(f'{conv1}.0.weight', 0), Cut(a1, 1)])
+            second = Family(block, 2, 1, [Member(a2, 1)], [Cut(f'{conv2}.0.weight', 0), Cut(a2, 1)],
+                            same_as=len(families))
+            families += [first, second]
+        replacements = {f'{path}.body.2': 'two_slope_relu' for path in basic_blocks(net)}
+        policy = Policy(label='ResBlock', roles=2, separate_roles=True, mean_penalty=True, grad_ratio_buffer=True,
+                        legacy=Legacy(prox_ignores_layer_balancing=self.prune_first,
+                                      unmerged_search=self.prune_first))
+        return Plan(self.name, insertions, replacements, families, policy)
 
 
 class ResNetBasic(ResNetBasicSVD):
+    name = 'Hinge_ResNet_Basic'
     prune_first = True
-
-    def merge_points(self, net: nn.Module) -> list[tuple[nn.Module, str]]:
-        return [(block.body, '0') for block in basic_blocks(net)]

@@ -1,8 +1,9 @@
-"""The search stage, generic over architectures.
+"""The search stage, generic over architectures; the model's plan policy says what differs between them.
 
-Per batch: the group penalty (P1, P2), its annealing, the gradient-ratio lr adjustment and the proximal
-step, each vectorised over all layers. Per epoch: the FLOPs ratio the network would have if compressed
-now, from channel counts alone. At the end: the threshold search and the compression report.
+Per batch: the group penalty (one term per role), its annealing, the gradient-ratio lr adjustment and the
+proximal step, each vectorised over all layers. Per epoch: the FLOPs ratio the network would have if
+compressed now (in the merged view where the plan merges), from channel counts alone. At the end: the
+threshold search and the compression report.
 """
 
 from argparse import Namespace
@@ -11,33 +12,33 @@ import torch
 
 from model_hinge import prox
 from model_hinge.core import HingeModel
-from model_hinge.groups import GroupBank, GroupFamily, split_into_banks
+from model_hinge.groups import GroupBank, GroupFamily, exact_norms, split_into_banks
 from model_hinge.surgery import compressed_shape_of, kept_groups
-from trainer import BatchHooks, set_learning_rates
+from utils.steps import BatchHooks, set_learning_rates
 
-ROLES = 2
 RATIO_MOMENTUM = 0.9
 RATIO_BOUNDS = (5 / 9, 9 / 5)
 RATIO_EXPONENT = 1.35
 THRESHOLD_TOLERANCE = 0.001
 
 
-def initial_layer_weights(families: list[GroupFamily]) -> dict:
+def initial_layer_weights(families: list[GroupFamily]) -> list[float]:
     """--layer_balancing: each family's threshold is scaled by the mean group norm of its matrix now."""
-    weights = {}
-    for bank in split_into_banks(families):
-        group_bank = GroupBank(bank)
-        means = group_bank.family_sums(group_bank.norms()) / torch.tensor([f.size for f in bank],
-                                                                            device=group_bank.group_family.device)
-        weights.update({fam: float(m) for fam, m in zip(bank, means, strict=True)})
-    return weights
+    return [float(exact_norms(f).mean()) for f in families]
 
 
-def search_param_groups(hm: HingeModel, lr: float, lr_ratio: float) -> list[dict]:
-    """Non-A parameters at lr * lr_ratio, then the A matrices (A1 and A2 apart when separated) at lr."""
+def search_param_groups(hm: HingeModel, lr: float, lr_ratio: float, legacy: bool) -> list[dict]:
+    """Non-A parameters at lr * lr_ratio, then the A matrices (one group per role when the policy separates
+    them) at lr. Under --legacy_search the groups follow the original's rule by kernel size: the other 1x1
+    convolution weights train with the matrices (one role) or in no group at all (separate roles)."""
     roles = hm.matrices()
     matrix_ids = {id(p) for r in roles for p in r}
     others = [p for p in hm.net.parameters() if p.requires_grad and id(p) not in matrix_ids]
+    if legacy:
+        one_by_one = [p for p in others if p.dim() == 4 and p.shape[-1] == 1]
+        others = [p for p in others if not (p.dim() == 4 and p.shape[-1] == 1)]
+        if not hm.policy.separate_roles:
+            roles[-1] = roles[-1] + one_by_one
     groups = [{'params': others, 'lr': lr * lr_ratio, 'initial_lr': lr * lr_ratio}]
     return groups + [{'params': r, 'lr': lr, 'initial_lr': lr} for r in roles]
 
@@ -45,38 +46,49 @@ def search_param_groups(hm: HingeModel, lr: float, lr_ratio: float) -> list[dict
 class SearchController:
     """Penalty, annealing, lr adjustment and proximal steps for one Hinge model."""
 
-    def __init__(self, hm: HingeModel, args: Namespace, layer_weights: dict | None):
-        self.hm, self.args = hm, args
+    def __init__(self, hm: HingeModel, args: Namespace, layer_weights: list[float] | None):
+        self.hm, self.args, self.policy = hm, args, hm.policy
+        self.roles = self.policy.roles
         self.device = next(hm.net.parameters()).device
         self.banks = [GroupBank(b) for b in split_into_banks(hm.families)]
-        self.group_weights = [self._weights(bank, layer_weights) for bank in self.banks]
+        weights = self._effective_weights(layer_weights)
+        self.group_weights = [self._bank_weights(bank, weights) for bank in self.banks]
         self.frozen: list[torch.Tensor] = []
         self.bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        self.merged_view = not (args.legacy_search and self.policy.legacy.unmerged_search)
 
-    def _weights(self, bank: GroupBank, layer_weights: dict | None) -> torch.Tensor:
-        values = [layer_weights[f] if layer_weights else 1.0 for f in bank.families]
+    def _effective_weights(self, layer_weights: list[float] | None) -> dict | None:
+        """Layer weights per family, with the original's quirks under --legacy_search."""
+        quirks = self.policy.legacy if self.args.legacy_search else None
+        if layer_weights is None or (quirks and quirks.prox_ignores_layer_balancing):
+            return None
+        shift = quirks.layer_weight_shift if quirks else 0
+        return {fam: layer_weights[(i - shift) % len(layer_weights)] for i, fam in enumerate(self.hm.families)}
+
+    def _bank_weights(self, bank: GroupBank, weights: dict | None) -> torch.Tensor:
+        values = [weights[f] if weights else 1.0 for f in bank.families]
         return torch.tensor(values, dtype=torch.float32, device=self.device)[bank.group_family]
 
     def penalties(self) -> torch.Tensor:
-        """(P1, P2): per matrix (sum_g ||g||^q)^(1/q), averaged (or summed) over the blocks of each role.
+        """One term per role: per matrix (sum_g ||g||^q)^(1/q), averaged or summed over the role's matrices.
 
         Differentiable, so that --optimizer SGD can add it to the loss.
         """
         q = self.args.q
-        total = torch.zeros(ROLES, device=self.device)
-        count = torch.zeros(ROLES, device=self.device)
+        total = torch.zeros(self.roles, device=self.device)
+        count = torch.zeros(self.roles, device=self.device)
         for bank in self.banks:
             per_group = bank.squared_norms().clamp_min(1e-30).pow(q / 2)
             per_family = bank.family_sums(per_group).pow(1 / q)
-            total = total + bank.role_sums(per_family, ROLES)
-            count = count + bank.role_sums(torch.ones_like(per_family), ROLES)
-        return total / count.clamp_min(1) if self.hm.adapter.mean_penalty else total
+            total = total + bank.role_sums(per_family, self.roles)
+            count = count + bank.role_sums(torch.ones_like(per_family), self.roles)
+        return total / count.clamp_min(1) if self.policy.mean_penalty else total
 
     def regularization(self, p1: torch.Tensor) -> torch.Tensor:
         """The annealed factor: /a once P1 <= annealing_t1, /a^2 once P1 <= annealing_t2 (a = 0: constant)."""
         a, reg = self.args.annealing_factor, self.args.regularization_factor
         base = torch.full((), reg, device=self.device)
-        if a == 0:
+        if a == 0 or (self.args.legacy_search and self.policy.legacy.prox_ignores_annealing):
             return base
         return torch.where(p1 <= self.args.annealing_t2, base / a ** 2,
                            torch.where(p1 <= self.args.annealing_t1, base / a, base))
@@ -84,9 +96,9 @@ class SearchController:
     @torch.no_grad()
     def update_grad_ratio(self) -> float:
         """Running ratio sum||grad A1 groups|| / sum||grad A2 groups|| (weight 0.9 on the new value, clipped)."""
-        sums = torch.zeros(ROLES, device=self.device)
+        sums = torch.zeros(self.roles, device=self.device)
         for bank in self.banks:
-            sums += bank.role_sums(bank.family_sums(bank.grad_norms()), ROLES)
+            sums += bank.role_sums(bank.family_sums(bank.grad_norms()), self.roles)
         ratio = sums[0] / sums[1]
         previous = self.hm.net.running_grad_ratio
         if previous is None:
@@ -104,26 +116,38 @@ class SearchController:
             return [r ** -RATIO_EXPONENT] * (n_groups - 1) + [1.0]
         return [1.0] * (n_groups - 1) + [r ** RATIO_EXPONENT]
 
+    def prox_lrs(self, optimizer: torch.optim.Optimizer) -> list[float]:
+        """The lr that scales each role's proximal threshold (the policy's prox_lr)."""
+        lrs = [g['lr'] for g in optimizer.param_groups]
+        if self.policy.prox_lr == 'role_group' and len(lrs) == self.roles + 1:
+            return lrs[1:]
+        return [lrs[-1]] * self.roles
+
     @torch.no_grad()
-    def proximal_step(self, lr: float, regularization: torch.Tensor) -> None:
-        """One proximal step on every group: threshold = regularization * lr (* layer weight)."""
+    def proximal_step(self, role_lrs: list[float], regularization: torch.Tensor) -> None:
+        """One proximal step on every group: threshold = regularization * lr of its role (* layer weight)."""
+        uniform = len(set(role_lrs)) == 1
+        lrs = None if uniform else torch.tensor(role_lrs, dtype=torch.float32, device=self.device)
         for bank, weights in zip(self.banks, self.group_weights, strict=True):
             norms = bank.norms()
             self.bad |= ~torch.isfinite(norms).all()
+            lr = role_lrs[0] if uniform else lrs[bank.family_role][bank.group_family]
             lam = regularization * lr * weights
             bank.scale_(prox.scale(self.args.sparsity_regularizer, norms, lam, bank.group_family,
                                    len(bank.families)))
 
     def freeze_compressible(self) -> None:
-        """--legacy_search: from now on the tensors that compression touches get no SGD step and their
-        gradients accumulate over the epoch (what the original's per-epoch FLOPs check caused)."""
+        """--legacy_search: from now on the tensors that compression (and merging, where the search measures
+        the merged network) replaces get no SGD step and their gradients accumulate over the epoch (what the
+        original's per-epoch FLOPs check caused)."""
+        tensors = [cut.tensor for fam in self.hm.families for cut in fam.cuts]
+        if self.merged_view:
+            tensors += [p for pair in self.hm.merge_pairs() for m in pair for p in m.parameters()]
         seen, frozen = set(), []
-        for fam in self.hm.families:
-            for cut in fam.cuts:
-                t = cut.tensor
-                if isinstance(t, torch.nn.Parameter) and id(t) not in seen:
-                    seen.add(id(t))
-                    frozen.append(t)
+        for t in tensors:
+            if isinstance(t, torch.nn.Parameter) and id(t) not in seen:
+                seen.add(id(t))
+                frozen.append(t)
         self.frozen = frozen
 
     def start_epoch(self) -> None:
@@ -146,19 +170,16 @@ class SearchController:
             p.grad = g
 
     def family_norms(self) -> dict:
-        """Current group norms of every family, on the CPU."""
-        norms = {}
-        for bank in self.banks:
-            values = bank.norms().cpu()
-            norms.update(dict(zip(bank.families, bank.per_family(values), strict=True)))
-        return norms
+        """Current group norms of every family (float32, on the CPU), computed as the original does."""
+        return {fam: exact_norms(fam) for fam in self.hm.families}
 
     def cost(self, norms: dict, threshold: float) -> tuple[int, int, dict]:
         """(FLOPs, params, kept groups) of the network compressed at `threshold`, from channel counts."""
         kept = kept_groups(self.hm.families, norms, threshold, self.args.remain_percentage,
                            self.args.p1_p2_same_ratio)
         shape_of = compressed_shape_of(self.hm.families, {f: len(k) for f, k in kept.items()})
-        return self.hm.complexity.flops(shape_of), self.hm.complexity.params(shape_of), kept
+        flops, params = self.hm.cost(shape_of, self.merged_view)
+        return flops, params, kept
 
     def ratio_at(self, norms: dict, threshold: float) -> float:
         return self.cost(norms, threshold)[0] / self.hm.baseline_flops
@@ -227,9 +248,10 @@ class SearchHooks(BatchHooks):
     def __init__(self, controller: SearchController, args: Namespace):
         self.c, self.args = controller, args
         self.proximal = args.optimizer == 'PG'
-        self.adjust = controller.hm.adapter.separate_roles
-        self.penalty = torch.zeros(ROLES)
-        self.ratio = 1.0
+        self.adjust = controller.policy.separate_roles
+        self.penalty = torch.zeros(controller.roles)
+        previous = getattr(controller.hm.net, 'running_grad_ratio', None)
+        self.ratio = float(previous) if previous is not None else 1.0
 
     def begin_epoch(self, lr_factor: float) -> None:
         self.c.start_epoch()
@@ -257,15 +279,19 @@ class SearchHooks(BatchHooks):
     def after_step(self, batch: int, optimizer: torch.optim.Optimizer) -> None:
         if self.proximal and (batch + 1) % self.args.prox_freq == 0:
             regularization = self.c.regularization(self.penalty[0])
-            self.c.proximal_step(optimizer.param_groups[-1]['lr'], regularization)
+            self.c.proximal_step(self.c.prox_lrs(optimizer), regularization)
 
     def status(self) -> str:
-        p1, p2 = self.penalty.tolist()
-        text = f' / P1: {p1:.3f} / P2: {p2:.3f}'
+        text = penalty_text(self.penalty)
         return text + (f' / rP: {self.ratio:.3f}' if self.adjust else '')
 
     def nonfinite(self) -> torch.Tensor:
         return self.c.bad
+
+
+def penalty_text(penalty: torch.Tensor) -> str:
+    """' / P1: ... / P2: ...', one term per role, as the original logs them."""
+    return ''.join(f' / P{i + 1}: {v:.3f}' for i, v in enumerate(penalty.tolist()))
 
 
 class ConvergingHooks(BatchHooks):
@@ -280,19 +306,18 @@ class ConvergingHooks(BatchHooks):
         if self.c is None:
             return ''
         with torch.no_grad():
-            p1, p2 = self.c.penalties().tolist()
-        return f' / P1: {p1:.3f} / P2: {p2:.3f}'
+            return penalty_text(self.c.penalties())
 
 
 def compression_report(hm: HingeModel, norms: dict, kept: dict, threshold: float, epoch_continue: int,
                        flops: int, params: int) -> tuple[list[str], dict, list[list[float]]]:
-    """The original's log lines, compression_information.pt content and per-layer removed fractions."""
+    """The original's log lines, compression_information.pt content and per-layer removed fractions per role."""
     info = {'flops_original': hm.baseline_flops / 1e9, 'flops_remaining': flops / 1e9,
             'flops_ratio': flops / hm.baseline_flops * 100, 'params_original': hm.baseline_params / 1e3,
             'params_remaining': params / 1e3, 'params_ratio': params / hm.baseline_params * 100,
             'epoch_continue': epoch_continue, 'threshold': threshold}
     lines = ['\nThe information about the compressed network is as follows:']
-    per_layer: list[list[float]] = [[], []]
+    per_layer: list[list[float]] = [[] for _ in range(hm.policy.roles)]
     for fam in hm.families:
         n, index = norms[fam], kept[fam]
         remain = n[index]
@@ -301,9 +326,9 @@ def compression_report(hm: HingeModel, norms: dict, kept: dict, threshold: float
                 'stat_remain_norm': [float(remain.max()), float(remain.mean()), float(remain.min())],
                 'remain_norm': remain.clone(), 'pindex': index.clone()}
         info.setdefault(f'info_layer{fam.block}', []).append(stat)
-        per_layer[fam.layer - 1].append(removed / channels)
+        per_layer[fam.role].append(removed / channels)
         high, mean, low = stat['stat_remain_norm']
-        lines.append(f'ResBlock{fam.block:<2} Layer{fam.layer}: channels -> orginal={channels:<2}, '
+        lines.append(f'{hm.policy.label}{fam.block:<2} Layer{fam.layer}: channels -> orginal={channels:<2}, '
                      f'compress={removed:<2}, ratio={removed / channels:2.4f}; '
                      f'norm -> max={high:2.6f}, mean={mean:2.6f}, min={low:2.6f}')
     lines.append(f'Hinge searching epochs: {epoch_continue:<3}\nFinal nullifying threshold {threshold:2.8f}\n'

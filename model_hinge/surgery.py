@@ -1,6 +1,7 @@
 """Physical compression by index selection, conv+A merging, and loading checkpoints into a network.
 
-Nothing here knows an architecture: the group families say which tensor axes to select, and module
+Nothing here knows an architecture: the bound group families say which tensor positions each family
+occupies, one keep-mask per (tensor, axis) is built from all of them and applied once, and module
 attributes (channel counts, groups) are re-derived from the tensor shapes afterwards.
 """
 
@@ -8,20 +9,21 @@ import torch
 import torch.nn as nn
 
 from model_hinge.groups import GroupFamily
+from model_hinge.plan import Insertion, split_path
 from utils.errors import UsageError
 
 OPTIONAL_KEYS = ('running_grad_ratio',)
 
 
 def select_kept(norms: torch.Tensor, threshold: float, percentage: float, fixed: int = 0) -> torch.Tensor:
-    """Indices (sorted) of the groups that survive nullification, with the original's rule.
+    """Indices (sorted) of the groups that survive nullification, with the original's rule and arithmetic.
 
     Keep groups with norm >= min(t, threshold), t being the k-th largest norm (k = remain percentage of the
-    groups, at least one), so at least the k largest survive. With `fixed` > 0 (--p1_p2_same_ratio) keep the
-    `fixed` largest. If the k-th largest norm is zero, keep the nonzero groups plus the first k; if every norm
-    is zero, keep the first k.
+    groups, at least one), so at least the k largest survive; norms and threshold compare in float32, as in
+    the original. With `fixed` > 0 (--p1_p2_same_ratio) keep the `fixed` largest. If the k-th largest norm
+    is zero, keep the nonzero groups plus the first k; if every norm is zero, keep the first k.
     """
-    norms = norms.double()
+    norms = norms.float()
     k = fixed if fixed else max(1, int(len(norms) * percentage))
     k = min(k, len(norms))
     first_k = torch.arange(k)
@@ -31,8 +33,10 @@ def select_kept(norms: torch.Tensor, threshold: float, percentage: float, fixed:
     if t == 0:
         keep = (norms > 0).nonzero().view(-1)
         return torch.unique(torch.cat([first_k, keep]))
-    bound = t if fixed else min(t, torch.tensor(float(threshold), dtype=torch.float64))
-    keep = norms > bound if threshold == 0 and not fixed else norms >= bound
+    if fixed:
+        return (norms >= t).nonzero().view(-1)
+    bound = torch.minimum(t, torch.tensor(threshold, dtype=torch.float32))
+    keep = norms > bound if threshold == 0 else norms >= bound
     return keep.nonzero().view(-1)
 
 
@@ -47,31 +51,65 @@ def kept_groups(families: list[GroupFamily], norms: dict, threshold: float, perc
 
 
 def compressed_shape_of(families: list[GroupFamily], kept_counts: dict):
-    """A shape function for the complexity counter: every cut axis shrinks to its family's kept channels."""
-    axes: dict[int, list[tuple[int, int]]] = {}
+    """A shape function for the complexity counter: every cut axis loses the removed channels of its families."""
+    removed: dict[int, dict[int, int]] = {}
     for fam in families:
+        lost = (fam.size - kept_counts[fam]) * fam.chunk
         for cut in fam.cuts:
-            axes.setdefault(id(cut.tensor), []).append((cut.axis, kept_counts[fam] * fam.chunk))
+            axes = removed.setdefault(id(cut.tensor), {})
+            axes[cut.axis] = axes.get(cut.axis, 0) + lost
 
     def shape_of(t: torch.Tensor) -> tuple:
         shape = list(t.shape)
-        for axis, size in axes.get(id(t), ()):
-            shape[axis] = size
+        for axis, lost in removed.get(id(t), {}).items():
+            shape[axis] -= lost
         return tuple(shape)
 
     return shape_of
 
 
-@torch.no_grad()
-def compress(families: list[GroupFamily], kept: dict, net: nn.Module) -> None:
-    """Index-select every cut tensor to the kept channels (tensors keep their identity) and update modules."""
+def kept_positions(families: list[GroupFamily], kept: dict,
+                   legacy: bool = False) -> dict[int, tuple[torch.Tensor, dict[int, torch.Tensor]]]:
+    """The positions to keep of every cut (tensor, axis), from every family that cuts it: positions no family
+    owns stay, each family's block keeps its kept channels. With `legacy`, blocks that the original indexed
+    from another offset (plan.Cut.legacy_offset) are indexed from there, as the original did."""
+    segments: dict[int, tuple[torch.Tensor, dict[int, list]]] = {}
     for fam in families:
+        channels = fam.channels(kept[fam].cpu())
         for cut in fam.cuts:
-            t = cut.tensor
-            index = fam.channels(kept[fam]).to(t.device)
-            if isinstance(t, nn.Parameter):
-                t.grad = None
-            t.data = t.data.index_select(cut.axis, index).contiguous()
+            axes = segments.setdefault(id(cut.tensor), (cut.tensor, {}))[1]
+            base = cut.legacy_offset if legacy and cut.legacy_offset is not None else cut.offset
+            axes.setdefault(cut.axis, []).append((cut.offset, fam.channels_total, base + channels))
+    positions = {}
+    for key, (t, axes) in segments.items():
+        positions[key] = (t, {axis: _join(t.shape[axis], blocks) for axis, blocks in axes.items()})
+    return positions
+
+
+def _join(size: int, blocks: list) -> torch.Tensor:
+    """Kept positions of an axis: the untouched stretches between the blocks, and each block's kept ones."""
+    pieces, position = [], 0
+    for offset, length, keep in sorted(blocks, key=lambda b: b[0]):
+        pieces += [torch.arange(position, offset), keep]
+        position = offset + length
+    pieces.append(torch.arange(position, size))
+    return torch.cat(pieces)
+
+
+@torch.no_grad()
+def compress(families: list[GroupFamily], kept: dict, net: nn.Module, legacy: bool = False) -> None:
+    """Index-select every cut tensor to the kept positions (tensors keep their identity) and update modules.
+    With `legacy`, the original's indexing errors marked in the plan are reproduced (see plan.Cut)."""
+    scrambled = {id(c.tensor) for f in families for c in f.cuts if legacy and c.legacy_transposed}
+    for t, axes in kept_positions(families, kept, legacy).values():
+        data = t.data
+        for axis, index in axes.items():
+            data = data.index_select(axis, index.to(data.device))
+        if id(t) in scrambled:
+            data = data.reshape(data.shape[0], -1).t().reshape(data.shape)
+        if isinstance(t, nn.Parameter):
+            t.grad = None
+        t.data = data.contiguous()
     sync_module_attributes(net)
 
 
@@ -105,6 +143,18 @@ def merge_pair(pair: nn.Sequential) -> nn.Conv2d:
     if bias is not None:
         merged.bias.data = bias
     return merged.to(conv.weight.device)
+
+
+def merge_insertion(net: nn.Module, insertion: Insertion) -> None:
+    """Undo an insertion by folding its conv and A into one convolution where the conv was."""
+    parent_path, key = split_path(insertion.conv)
+    parent = net.get_submodule(parent_path) if parent_path else net
+    if insertion.style == 'wrap':
+        setattr(parent, key, merge_pair(getattr(parent, key)))
+        return
+    index = int(key)
+    parent[index] = merge_pair(nn.Sequential(parent[index], parent[index + 1]))
+    del parent[index + 1]
 
 
 def _describe(keys: list[str]) -> str:

@@ -7,35 +7,29 @@ except in the last block, whose outputs feed the classifier.
 import torch.nn as nn
 
 from model.common import BasicBlock
-from model_hinge.core import Adapter, bn_cuts, factorized_pair
-from model_hinge.groups import Cut, GroupFamily, Member
+from model_hinge.core import Adapter
+from model_hinge.plan import Cut, Family, Insertion, Legacy, Member, Plan, Policy, bn_tensors, cuts_of
 from utils.errors import UsageError
 
 
-def compressible_blocks(net: nn.Module) -> list[BasicBlock]:
-    return [m for m in net.features if isinstance(m, BasicBlock)][1:]
-
-
 class VGGAdapter(Adapter):
-    baseline = 'vgg'
-    separate_roles = False
-    mean_penalty = False
+    name, baseline = 'Hinge_VGG', 'vgg'
 
-    def insert(self, net: nn.Module, method: str | None) -> None:
-        if not compressible_blocks(net):
+    def plan(self, net: nn.Module) -> Plan:
+        blocks = [(f'features.{i}', m) for i, m in enumerate(net.features) if isinstance(m, BasicBlock)][1:]
+        if not blocks:
             raise UsageError('Hinge_VGG needs the BatchNorm (CIFAR/Tiny-ImageNet) VGG layout.')
-        for block in compressible_blocks(net):
-            block[0] = factorized_pair(block[0], method, group_dim=0)
-
-    def families(self, net: nn.Module) -> list[GroupFamily]:
-        blocks = compressible_blocks(net)
-        out = []
-        for index, block in enumerate(blocks):
-            (conv, a), bn = block[0], block[1]
-            out.append(GroupFamily(index, 1, 0, [Member(a.weight, 1)], [Cut(conv, 'weight', 0), Cut(a, 'weight', 1)]))
+        insertions, families = [], []
+        for index, (path, block) in enumerate(blocks):
+            insertions.append(Insertion(f'{path}.0', group_dim=0))
+            a = f'{path}.0.1'
+            families.append(Family(index, 1, 0, [Member(f'{a}.weight', 1)],
+                                   [Cut(f'{path}.0.0.weight', 0), Cut(f'{a}.weight', 1)]))
             cuts = []
             if index + 1 < len(blocks):
-                bias = [Cut(a, 'bias', 0)] if a.bias is not None else []
-                cuts = [Cut(a, 'weight', 0), *bias, *bn_cuts(bn), Cut(blocks[index + 1][0][0], 'weight', 1)]
-            out.append(GroupFamily(index, 2, 1, [Member(a.weight, 0)], cuts))
-        return out
+                bias = [f'{a}.bias'] if block[0].bias is not None else []
+                cuts = cuts_of([f'{a}.weight', *bias, *bn_tensors(f'{path}.1')], 0)
+                cuts.append(Cut(f'{blocks[index + 1][0]}.0.0.weight', 1))
+            families.append(Family(index, 2, 1, [Member(f'{a}.weight', 0)], cuts))
+        policy = Policy(label='ResBlock', roles=2, legacy=Legacy(prox_ignores_layer_balancing=True))
+        return Plan(self.name, insertions, {}, families, policy)

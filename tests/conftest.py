@@ -57,3 +57,80 @@ def reference_flops(net: nn.Module, input_dim: tuple) -> int:
     for h in handles:
         h.remove()
     return total[0]
+
+
+# One small configuration per Hinge model: fast on two cores, same structure as the paper's networks.
+SMALL = {
+    'Hinge_ResNet_Basic_SVD': '--model Hinge_ResNet_Basic_SVD --depth 14 --downsample_type A',
+    'Hinge_ResNet_Basic': '--model Hinge_ResNet_Basic --depth 14 --downsample_type A',
+    'Hinge_VGG': '--model Hinge_VGG --vgg_type ef',
+    'Hinge_RESNET_BOTTLENECK': '--model Hinge_RESNET_BOTTLENECK --depth 20 --bottleneck',
+    'Hinge_RESNEXT': '--model Hinge_RESNEXT --depth 11 --cardinality 4 --bottleneck_width 2',
+    'Hinge_DENSENET_SVD': '--model Hinge_DENSENET_SVD --depth 16 --k 6',
+    'Hinge_DenseNet': '--model Hinge_DenseNet --depth 16 --k 6',
+    'Hinge_WIDE_RESNET': '--model Hinge_WIDE_RESNET --depth 10 --widen_factor 2',
+}
+
+
+def random_statistics(net: nn.Module) -> None:
+    """BatchNorm statistics and affine values away from their defaults, so that selection errors show."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+
+
+def hinge_model(argv: str, init: str = 'svd2', seed: int = 0, **flags):
+    """(HingeModel, args) converted from a freshly built baseline with random BatchNorm statistics."""
+    from model import build_baseline
+    from model_hinge import adapter_for
+    from model_hinge.core import HingeModel
+
+    torch.manual_seed(seed)
+    args = make_args(argv if '--template' in argv else f'--template CIFAR10 {argv}', init_method=init, **flags)
+    adapter = adapter_for(args.model)
+    net = build_baseline(args, adapter.baseline)
+    random_statistics(net)
+    return HingeModel(net, adapter.plan(net), (3, 32, 32), init), args
+
+
+def zero_groups(hm, every: int = 3) -> dict:
+    """Zero every `every`-th group of each compressible family and make whatever reads those channels map
+    zero to zero (A's bias and BatchNorm shifts); returns the surviving groups, so compressing them must
+    preserve the function."""
+    kept = {}
+    with torch.no_grad():
+        for fam in hm.families:
+            dropped = torch.arange(fam.size)[::every] if fam.cuts else torch.tensor([], dtype=torch.long)
+            channels = fam.channels(dropped)
+            for m in fam.members:
+                m.param.index_fill_(m.dim, channels, 0.0)
+            for cut in fam.cuts:
+                if cut.name in ('bias', 'running_mean'):
+                    cut.tensor.index_fill_(cut.axis, cut.offset + channels, 0.0)
+            keep = torch.ones(fam.size, dtype=torch.bool)
+            keep[dropped] = False
+            kept[fam] = keep.nonzero().view(-1)
+    return kept
+
+
+def assert_matches_manifest(name: str, init: str | None = None):
+    """Build the Hinge model of an original's manifest (spec/state_dicts) and check its state-dict keys and
+    shapes, in order, and the baseline's FLOPs and parameters; returns the model."""
+    import json
+
+    from model import build_baseline
+    from model_hinge import adapter_for
+    from model_hinge.core import HingeModel
+
+    manifest = json.loads((SPEC / 'state_dicts' / f'{name}.json').read_text())
+    args = make_args(' '.join(manifest['argv']))
+    adapter = adapter_for(args.model)
+    net = build_baseline(args, adapter.baseline)
+    hm = HingeModel(net, adapter.plan(net), tuple(manifest['input_dim']), init)
+    assert [[k, list(v.shape)] for k, v in hm.net.state_dict().items()] == manifest['state_dict']
+    assert (hm.baseline_flops, hm.baseline_params) == (manifest['baseline_flops'], manifest['baseline_params'])
+    return hm

@@ -68,7 +68,6 @@ def test_bad_inputs_exit_2_with_one_sentence_and_write_nothing(shared, tmp_path,
         (f'--template CIFAR10 --model ResNet --depth 20 --test_only --pretrain {tmp_path}/none.pt '
          f'--dir_data {CIFAR_SUBSET}', 'does not exist'),
         ('--template Demo --model Hinge_VGG --ratio 1.5', '--ratio 1.5 must be in (0, 1]'),
-        ('--template Demo --model Hinge_RESNEXT', 'not available in this version'),
         ('--template Demo --model ResNet --depth 20 --decay cosine', '--decay cosine'),
         ('--template Demo --model ResNet --depth 20 --optimizer PG', '--optimizer PG'),
     ]
@@ -151,21 +150,19 @@ def test_vgg_with_the_legacy_search(small_demo, tmp_path):
     assert 'Iter 1: current step=0.0100' in log and 'Converging Stage (Searching Epoch' in log
 
 
-def test_merged_checkpoints_load_into_the_merged_structure(small_demo, tmp_path):
+def test_merging_models_save_the_merged_network_after_converging(small_demo, tmp_path):
     pretrain = _baseline(tmp_path)
     r = _run(HINGE.format(model='Hinge_ResNet_Basic', pretrain=pretrain).replace('--epochs 2', '--epochs 1')
              + ' --save basic', tmp_path)
     run = tmp_path / 'runs' / 'basic'
-    compressed = run / 'model' / 'model_converging_latest.pt'
-    args = main_hinge.option.parse_args(f'--template Demo --model Hinge_ResNet_Basic --depth 8 --downsample_type A '
-                                        f'--test_only --pretrain {compressed}'.split())
-    hm, _ = main_hinge.build_hinge(args, main_hinge.build_data(args), run, 'test')
-    hm.merge()
-    save_torch(hm.net.state_dict(), run / 'model' / 'model_merge_latest.pt')
-    merged = _run('--template Demo --model Hinge_ResNet_Basic --depth 8 --downsample_type A --test_only '
-                  f'--save merged --pretrain {run / "model" / "model_merge_latest.pt"}', tmp_path)
-    assert merged['top1_err'] == pytest.approx(r['top1_err'], abs=1e-6)
-    assert merged['flops_compressed'] < r['flops_compressed']
+    merged_file = run / 'model' / 'model_merge_latest.pt'
+    assert 'features.1.0.body.0.weight' in load_torch(merged_file, 'merged')
+    argv = '--template Demo --model Hinge_ResNet_Basic --depth 8 --downsample_type A --test_only'
+    merged = _run(f'{argv} --save merged --pretrain {merged_file}', tmp_path)
+    unmerged = _run(f'{argv} --save unmerged --pretrain {run / "model" / "model_converging_latest.pt"}', tmp_path)
+    assert merged['top1_err'] == pytest.approx(r['top1_err'], abs=1e-6) == pytest.approx(unmerged['top1_err'])
+    assert merged['flops_compressed'] == unmerged['flops_compressed'] == r['flops_compressed']   # the merged view
+    assert r['flops_compressed'] / r['flops'] == pytest.approx(r['flops_ratio'])
 
 
 def test_reset_starts_the_run_directory_afresh(small_demo, tmp_path):
@@ -204,3 +201,107 @@ def test_evaluating_a_run_with_load_appends_to_its_results(small_demo, tmp_path)
     assert tested['top1_err'] == trained['top1_err']
     assert torch.equal(load_torch(tmp_path / 'runs' / 'run' / 'test_log.pt', 'log'), test_log)
     assert _results(tmp_path, 'run')['stage'] == 'test'
+
+
+def test_a_resumed_legacy_search_equals_an_uninterrupted_one(small_demo, tmp_path):
+    """Interrupted after search epoch 1 and resumed without --pretrain: the same epochs, errors and tensors
+    (compressible tensors frozen from the first resumed epoch; layer weights from the run's plan.json)."""
+    pretrain = _baseline(tmp_path)
+    argv = (HINGE.format(model='Hinge_ResNet_Basic_SVD', pretrain=pretrain).replace('--distillation', '')
+            + ' --legacy_search --threshold 0 --stop_limit 0.01 --regularization_factor 0.5')
+    whole = _run(f'{argv} --save whole', tmp_path, budget=3)
+    _run(f'{argv} --save parts', tmp_path, budget=1)
+    resume = ' '.join(part for part in argv.split() if part != pretrain and part not in ('--pretrain', '--teacher'))
+    parts = _run(f'{resume} --load parts', tmp_path, budget=2)
+    assert [h['stage'] for h in whole['history']] == ['search'] * 3
+    assert [(h['epoch'], h['top1_err'], h['loss']) for h in whole['history']] == \
+           [(h['epoch'], h['top1_err'], h['loss']) for h in parts['history']]
+    a = load_torch(tmp_path / 'runs' / 'whole' / 'model' / 'model_latest.pt', 'a')
+    b = load_torch(tmp_path / 'runs' / 'parts' / 'model' / 'model_latest.pt', 'b')
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    plan = json.loads((tmp_path / 'runs' / 'parts' / 'plan.json').read_text())
+    assert len(plan['layer_weights']) == len(plan['plan']['families'])
+
+
+def _random_baseline(tmp_path, argv: str) -> str:
+    from model import build_baseline
+    from model_hinge import adapter_for
+
+    args = main_hinge.option.parse_args(f'--template Demo {argv}'.split())
+    torch.manual_seed(0)
+    path = tmp_path / 'baseline.pt'
+    save_torch(build_baseline(args, adapter_for(args.model).baseline).state_dict(), path)
+    return str(path)
+
+
+FAMILIES = {
+    'Hinge_ResNet_Basic_SVD': '--depth 8 --downsample_type A',
+    'Hinge_ResNet_Basic': '--depth 8 --downsample_type A',
+    'Hinge_VGG': '--vgg_type ef',
+    'Hinge_RESNET_BOTTLENECK': '--depth 11 --bottleneck',
+    'Hinge_RESNEXT': '--depth 11 --cardinality 8 --bottleneck_width 2',
+    'Hinge_DENSENET_SVD': '--depth 10 --k 4',
+    'Hinge_DenseNet': '--depth 10 --k 4',
+    'Hinge_WIDE_RESNET': '--depth 10 --widen_factor 1',
+}
+
+
+@pytest.mark.parametrize('model', list(FAMILIES))
+def test_every_hinge_model_runs_the_method_and_its_checkpoints_evaluate_the_same(small_demo, tmp_path, model):
+    flags = f'--model {model} {FAMILIES[model]}'
+    pretrain = _random_baseline(tmp_path, flags)
+    r = _run(f'--template Demo {flags} --pretrain {pretrain} --teacher {pretrain} --distillation --batch_size 64 '
+             '--epochs 1 --decay hingestep-50 --lr 0.05 --lr_ratio 0.01 --lr_factor 0.1 --optimizer PG --ratio 0.6 '
+             '--threshold 1e9 --stop_limit 0.1 --layer_balancing --save run', tmp_path)
+    assert (r['stage'], r['epoch'], r['search_epochs']) == ('converging', 1, 1)   # 1e9: every group would go
+    assert abs(r['flops_ratio'] - 0.6) < 0.05 and r['flops_compressed'] == round(r['flops_ratio'] * r['flops'])
+    run = tmp_path / 'runs' / 'run'
+    files = ['model_converging_latest.pt'] + (['model_merge_latest.pt'] if (run / 'model' /
+                                                                            'model_merge_latest.pt').exists() else [])
+    assert (len(files) == 2) == (model in ('Hinge_ResNet_Basic', 'Hinge_DenseNet', 'Hinge_WIDE_RESNET'))
+    for name in files:
+        tested = _run(f'--template Demo {flags} --test_only --save test_{name} --pretrain {run / "model" / name}',
+                      tmp_path)
+        assert tested['top1_err'] == pytest.approx(r['top1_err'], abs=1e-6)
+        assert (tested['flops_compressed'], tested['params_compressed']) == (r['flops_compressed'],
+                                                                             r['params_compressed'])
+    assert 'plan' in json.loads((run / 'plan.json').read_text())
+
+
+def test_a_searched_run_without_plan_or_results_compresses_at_a_given_threshold(small_demo, tmp_path):
+    """The original's run directories have neither plan.json nor results.json: resuming one re-plans, and
+    --stop_limit 1 with the original's threshold walk compresses it at --threshold without further training."""
+    pretrain = _baseline(tmp_path)
+    argv = HINGE.format(model='Hinge_ResNet_Basic_SVD', pretrain=pretrain).replace('--distillation', '')
+    _run(f'{argv} --regularization_factor 1e-4 --threshold 0 --stop_limit 0.01 --save searched', tmp_path, budget=1)
+    run = tmp_path / 'runs' / 'searched'
+    assert not (run / 'compression_information.pt').exists()
+    searched = load_torch(run / 'model' / 'model_latest.pt', 'searched')
+    (run / 'plan.json').unlink()
+    (run / 'results.json').unlink()
+    r = _run(f'{argv} --legacy_search --stop_limit 1 --epochs 0 --ratio 0.6 --threshold 0.02 --load searched',
+             tmp_path)
+    assert r['search_epochs'] == 1 and (run / 'plan.json').exists()
+    from model_hinge.surgery import select_kept
+
+    info = load_torch(run / 'compression_information.pt', 'info')
+    a1 = searched['features.1.0.body.0.1.weight']
+    expected = select_kept(a1.squeeze().norm(dim=0), info['threshold'], 0.2)
+    assert torch.equal(info['info_layer0'][0]['pindex'], expected)
+    compressed = load_torch(run / 'model' / 'model_converging_latest.pt', 'compressed')
+    assert torch.equal(compressed['features.1.0.body.0.1.weight'], a1[:, expected])
+
+
+def test_load_original_param_compresses_the_bottleneck_teachers_convolutions(small_demo, tmp_path):
+    flags = '--model Hinge_RESNET_BOTTLENECK --depth 11 --bottleneck'
+    pretrain = _random_baseline(tmp_path, flags)
+    _run(f'--template Demo {flags} --pretrain {pretrain} --teacher {pretrain} --load_original_param --batch_size 64 '
+         '--epochs 0 --decay hingestep-50 --optimizer PG --ratio 0.6 --threshold 1e9 --stop_limit 0.1 '
+         '--regularization_factor 1 --save original', tmp_path)
+    run = tmp_path / 'runs' / 'original'
+    teacher = load_torch(pretrain, 'teacher')
+    state = load_torch(run / 'model' / 'model_converging_latest.pt', 'compressed')
+    first, second = load_torch(run / 'compression_information.pt', 'info')['info_layer0']
+    conv1, middle = teacher['features.1.0.body.0.weight'], teacher['features.1.0.body.3.weight']
+    assert torch.equal(state['features.1.0.body.0.weight'], conv1[first['pindex']])
+    assert torch.equal(state['features.1.0.body.3.weight'], middle[second['pindex']][:, first['pindex']])

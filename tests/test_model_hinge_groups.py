@@ -1,8 +1,14 @@
-"""model_hinge/groups.py: group norms and scaling across many families at once."""
+"""model_hinge/groups.py: binding a plan to a network, group norms and scaling across many families at once."""
 
+import pytest
 import torch
 
-from model_hinge.groups import GroupBank, GroupFamily, Member, split_into_banks
+from model_hinge.groups import GroupBank, GroupFamily, Member, bind, exact_norms, split_into_banks
+from model_hinge.plan import Cut as PlanCut
+from model_hinge.plan import Family as PlanFamily
+from model_hinge.plan import Member as PlanMember
+from model_hinge.plan import Plan
+from utils.errors import UsageError
 
 
 def test_norms_of_several_families_and_joint_chunked_groups():
@@ -45,3 +51,40 @@ def test_rows_and_columns_of_one_matrix_go_to_consecutive_banks():
     cols_b, rows_b = GroupFamily(1, 1, 0, [Member(b, 1)]), GroupFamily(1, 2, 1, [Member(b, 0)])
     assert split_into_banks([cols_a, rows_a, cols_b, rows_b]) == [[cols_a, cols_b], [rows_a, rows_b]]
     assert split_into_banks([cols_a, cols_b]) == [[cols_a, cols_b]]
+
+
+def test_exact_norms_follow_the_originals_views():
+    """One member: the norm over the other dimension of the (out, in) matrix. Joint groups: conv1 rows and
+    conv3 columns of a cardinality group concatenated row by row, as the original's ResNeXt does."""
+    torch.manual_seed(0)
+    a = torch.randn(6, 4, 1, 1)
+    assert torch.equal(exact_norms(GroupFamily(0, 1, 0, [Member(a, 1)])), torch.norm(a.squeeze().t(), p=2, dim=1))
+    assert torch.equal(exact_norms(GroupFamily(0, 1, 0, [Member(a, 0)])), torch.norm(a.squeeze().t(), p=2, dim=0))
+    conv1, conv3 = torch.randn(8, 5, 1, 1), torch.randn(7, 8, 1, 1)
+    joint = torch.cat([conv1.squeeze().view(4, -1), conv3.squeeze().t().reshape(4, -1)], dim=1)
+    fam = GroupFamily(0, 1, 0, [Member(conv1, 0, chunk=2), Member(conv3, 1, chunk=2)])
+    assert torch.equal(exact_norms(fam), torch.norm(joint, p=2, dim=1))
+    assert torch.allclose(GroupBank([fam]).norms(), exact_norms(fam))
+
+
+def _plan(families, model='Test'):
+    return Plan(model, families=families)
+
+
+def test_bind_refuses_plans_that_do_not_fit_the_network():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 6, 1))
+    good = PlanFamily(0, 1, 0, [PlanMember('0.weight', 0)], [PlanCut('1.weight', 0), PlanCut('2.weight', 1)])
+    fam = bind(_plan([good]), net)[0]
+    assert fam.members[0].param is net[0].weight and fam.cuts[1].module is net[2]
+    cases = [
+        (PlanFamily(0, 1, 0, [PlanMember('3.weight', 0)]), 'does not have'),
+        (PlanFamily(0, 1, 0, [PlanMember('0.weight', 0)], [PlanCut('2.weight', 1, offset=1)]), 'cuts positions 1..5'),
+        (PlanFamily(0, 1, 0, [PlanMember('0.weight', 0), PlanMember('2.weight', 0)]), 'same number of groups'),
+        (PlanFamily(0, 1, 0, [PlanMember('0.weight', 0, chunk=3)]), 'same number of groups'),
+    ]
+    for spec, message in cases:
+        with pytest.raises(UsageError, match=message):
+            bind(_plan([spec]), net)
+    twice = PlanFamily(1, 1, 0, [PlanMember('0.bias', 0)], [PlanCut('2.weight', 1)])
+    with pytest.raises(UsageError, match='two families cut the same positions'):
+        bind(_plan([good, twice]), net)

@@ -1,4 +1,4 @@
-"""model_hinge/resnet_basic.py: the converted ResNet has the original's keys; groups and compressed shapes."""
+"""model_hinge/resnet_basic.py: the original's keys; the original's compressed checkpoint; block in/out kept."""
 
 import json
 
@@ -6,51 +6,61 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FIXTURES, SPEC, make_args
+from conftest import FIXTURES, SMALL, assert_matches_manifest, hinge_model, make_args, zero_groups
 from model import build_baseline
 from model_hinge import adapter_for
 from model_hinge.core import HingeModel
-from model_hinge.surgery import load_state
+from model_hinge.surgery import compress, load_state
 from utils.errors import UsageError
 from utils.io import load_torch
 
 
-def _hinge(argv: str, init: bool = True) -> HingeModel:
+def _converted(argv: str, init: str | None = 'svd2') -> HingeModel:
     args = make_args(argv)
     adapter = adapter_for(args.model)
-    return HingeModel(build_baseline(args, adapter.baseline), adapter, args, (3, 32, 32), init=init)
+    net = build_baseline(args, adapter.baseline)
+    return HingeModel(net, adapter.plan(net), (3, 32, 32), init)
 
 
 @pytest.mark.parametrize('name', ['Hinge_ResNet_Basic_SVD__ResNet20_dsA_CIFAR10',
                                   'Hinge_ResNet_Basic_SVD__ResNet20_dsA_CIFAR100',
                                   'Hinge_ResNet_Basic_SVD__ResNet56_dsA_CIFAR10'])
 def test_state_dict_equals_the_originals_manifest(shared, name):
-    manifest = json.loads((SPEC / 'state_dicts' / f'{name}.json').read_text())
-    hm = _hinge(' '.join(manifest['argv']))
-    assert [[k, list(v.shape)] for k, v in hm.net.state_dict().items()] == manifest['state_dict']
-    assert (hm.baseline_flops, hm.baseline_params) == (manifest['baseline_flops'], manifest['baseline_params'])
+    assert_matches_manifest(name)
 
 
-def test_groups_of_the_two_variants():
-    svd = _hinge('--template CIFAR10 --model Hinge_ResNet_Basic_SVD --depth 8 --downsample_type A')
-    first, second = svd.families[:2]
-    block = svd.net.features[1][0].body
-    assert (first.members[0].param is block[0][1].weight, first.members[0].dim, first.role) == (True, 1, 0)
-    assert (second.members[0].param is block[3][1].weight, second.members[0].dim, second.same_as) == (True, 1, first)
-    prune = _hinge('--template CIFAR10 --model Hinge_ResNet_Basic --depth 8 --downsample_type A')
-    first = prune.families[0]
-    block = prune.net.features[1][0].body
-    assert first.members[0].dim == 0
-    cuts = {(c.module, c.name, c.axis) for c in first.cuts}
-    assert cuts >= {(block[1], 'running_var', 0), (block[3][0], 'weight', 1)}
+def _block_shapes(net, x):
+    shapes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((i[0].shape[1], o.shape[1])))
+             for m in net.modules() if type(m).__name__ == 'ResBlock']
+    with torch.no_grad():
+        net.eval()(x)
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+@pytest.mark.parametrize('name', ['Hinge_ResNet_Basic_SVD', 'Hinge_ResNet_Basic'])
+def test_compression_changes_the_inside_of_blocks_only(name):
+    hm, _ = hinge_model(SMALL[name])
+    x = torch.randn(1, 3, 32, 32)
+    before = _block_shapes(hm.net, x)
+    compress(hm.families, zero_groups(hm, every=2), hm.net)
+    assert _block_shapes(hm.net, x) == before
+    conv1 = hm.net.features[1][0].body[0]
+    if name == 'Hinge_ResNet_Basic':       # rows of A1: conv1 keeps its filters, A1 and BN1 lose channels
+        bn1 = hm.net.features[1][0].body[1]
+        assert (conv1[0].out_channels, conv1[1].out_channels, bn1.num_features) == (16, 8, 8)
+    else:                                  # columns of A1: basis filters go, the block's channels stay
+        assert conv1[0].out_channels == 8 and conv1[1].out_channels == 16
 
 
 def test_original_compressed_checkpoint_loads_and_gives_the_original_logits(shared):
     expected = json.loads((FIXTURES / 'expected.json').read_text())['compressed']
-    hm = _hinge('--template CIFAR10 --model Hinge_ResNet_Basic_SVD --depth 20 --downsample_type A', init=False)
+    hm = _converted('--template CIFAR10 --model Hinge_ResNet_Basic_SVD --depth 20 --downsample_type A', init=None)
     load_state(hm.net, load_torch(FIXTURES / 'resnet20' / 'compressed.pt', 'fixture'), 'fixture', adapt=True)
     hm.retrace()
-    assert hm.flops_params() == (expected['flops_compressed'], expected['params_compressed'])
+    assert hm.cost() == (expected['flops_compressed'], expected['params_compressed'])
     assert float(hm.net.running_grad_ratio) > 0
     with torch.no_grad():
         logits = hm.net.eval()(torch.from_numpy(np.load(FIXTURES / 'inputs_256.npy'))).numpy()
@@ -59,4 +69,4 @@ def test_original_compressed_checkpoint_loads_and_gives_the_original_logits(shar
 
 def test_bottleneck_resnets_are_refused():
     with pytest.raises(UsageError, match='Hinge_RESNET_BOTTLENECK'):
-        _hinge('--template CIFAR10 --model Hinge_ResNet_Basic_SVD --depth 164')
+        _converted('--template CIFAR10 --model Hinge_ResNet_Basic_SVD --depth 164')

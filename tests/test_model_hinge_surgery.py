@@ -1,15 +1,15 @@
-"""model_hinge/surgery.py: channel selection, function-preserving compression, merging, checkpoint loading."""
+"""model_hinge/surgery.py: channel selection, function-preserving compression with offsets, merging, loading."""
+
+import copy
 
 import pytest
 import torch
 import torch.nn as nn
 
-from conftest import make_args, reference_flops
+from conftest import SMALL, hinge_model, make_args, reference_flops, zero_groups
 from model import build_baseline
-from model_hinge import adapter_for
-from model_hinge.core import HingeModel
-from model_hinge.search import SearchController
-from model_hinge.surgery import compress, load_state, merge_pair, select_kept, sync_module_attributes
+from model_hinge.groups import Cut, GroupFamily, Member
+from model_hinge.surgery import compress, kept_positions, load_state, merge_pair, select_kept, sync_module_attributes
 from utils.errors import UsageError
 
 
@@ -32,72 +32,65 @@ def test_selection_edge_cases():
     assert select_kept(_t(0.1, 0.4, 0.4, 0.4), 0.0, 0.2, fixed=2).tolist() == [1, 2, 3]
 
 
-CASES = [
-    ('--template Demo --model Hinge_ResNet_Basic_SVD --depth 14 --downsample_type A', 'svd2'),
-    ('--template Demo --model Hinge_ResNet_Basic --depth 14 --downsample_type A', 'svd'),
-    ('--template Demo --model Hinge_VGG --vgg_type A', 'svd2'),
-]
+def test_threshold_compares_with_the_norms_in_float32():
+    norm = torch.tensor([0.1], dtype=torch.float32)
+    threshold = float(norm) + 1e-12           # above the norm in float64, the same number in float32
+    assert threshold > float(norm) and torch.tensor(threshold, dtype=torch.float32) == norm
+    norms = torch.tensor([0.9, float(norm), 0.05, 0.3], dtype=torch.float32)
+    assert select_kept(norms, threshold, 0.25).tolist() == [0, 1, 3]
+    assert select_kept(norms.double(), threshold, 0.25).tolist() == [0, 1, 3]   # double input: same decision
 
 
-def _hinge(argv: str, init: str) -> HingeModel:
-    torch.manual_seed(0)
-    args = make_args(argv, init_method=init)
-    adapter = adapter_for(args.model)
-    net = build_baseline(args, adapter.baseline)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return HingeModel(net, adapter, args, (3, 32, 32), init=True)
-
-
-def _zero_groups(hm: HingeModel, every: int = 3) -> dict:
-    """Zero every third group of each prunable family (and, where a BN follows, make it output zero there);
-    return the surviving groups."""
-    kept = {}
-    with torch.no_grad():
-        for fam in hm.families:
-            dropped = torch.arange(fam.size)[::every] if fam.cuts else torch.tensor([], dtype=torch.long)
-            for m in fam.members:
-                m.param.index_fill_(m.dim, dropped, 0.0)
-            for cut in fam.cuts:
-                if cut.name in ('bias', 'running_mean'):   # A's bias and the BN shift: BN(0) = 0 there
-                    cut.tensor.index_fill_(cut.axis, dropped, 0.0)
-            keep = torch.ones(fam.size, dtype=torch.bool)
-            keep[dropped] = False
-            kept[fam] = keep.nonzero().view(-1)
-    return kept
-
-
-@pytest.mark.parametrize('argv,init', CASES)
-def test_compression_preserves_the_function(argv, init):
-    hm = _hinge(argv, init)
-    kept = _zero_groups(hm)
+@pytest.mark.parametrize('name', list(SMALL) + ['DenseNet-BC'])
+def test_compression_preserves_the_function_and_counts_match_an_independent_counter(name):
+    argv = SMALL.get(name, '--model Hinge_DenseNet --depth 22 --k 4 --bottleneck --reduction 0.5')
+    hm, args = hinge_model(argv, init='svd')
+    kept = zero_groups(hm)
     net = hm.net.eval()
-    x = torch.randn(4, 3, 32, 32)
+    x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         before = net(x)
-    flops_before = hm.complexity.flops()
+    flops_before = hm.cost()[0]
     compress(hm.families, kept, net)
+    hm.retrace()
     with torch.no_grad():
         after = net(x)
     assert torch.allclose(after, before, rtol=1e-5, atol=1e-5)
-    assert hm.complexity.flops() < flops_before
+    flops, params = hm.cost()
+    assert flops < flops_before
+    deployed = copy.deepcopy(hm)
+    deployed.merge()
+    with torch.no_grad():
+        assert torch.allclose(deployed.net(x), before, rtol=1e-5, atol=1e-5)
+    assert flops == reference_flops(deployed.net, (3, 32, 32))
+    assert params == sum(p.numel() for p in deployed.net.parameters())
 
 
-@pytest.mark.parametrize('argv,init', CASES)
-def test_flops_from_channel_counts_equal_flops_of_the_compressed_network(argv, init):
-    hm = _hinge(argv, init)
-    _zero_groups(hm)
-    controller = SearchController(hm, make_args(argv, p1_p2_same_ratio=False), None)
-    norms = controller.family_norms()
-    flops, params, kept = controller.cost(norms, 1e-6)
-    compress(hm.families, kept, hm.net)
-    hm.retrace()
-    assert flops == hm.complexity.flops() == reference_flops(hm.net, (3, 32, 32))
-    assert params == sum(p.numel() for p in hm.net.parameters())
+def test_blocks_of_positions_are_cut_at_their_offsets():
+    """Two families own positions 2..3 and 4..6 of one axis (a concatenation); positions 0..1 belong to none."""
+    owner_a, owner_b = nn.Parameter(torch.zeros(2, 1)), nn.Parameter(torch.zeros(3, 1))
+    consumer = nn.Linear(7, 2)
+    a = GroupFamily(0, 1, 0, [Member(owner_a, 0)], [Cut(consumer, 'weight', 1, offset=2, legacy_offset=0)])
+    b = GroupFamily(1, 1, 0, [Member(owner_b, 0)], [Cut(consumer, 'weight', 1, offset=4, legacy_offset=0)])
+    kept = {a: torch.tensor([1]), b: torch.tensor([0, 2])}
+    assert kept_positions([a, b], kept)[id(consumer.weight)][1][1].tolist() == [0, 1, 3, 4, 6]
+    # the original's DenseNet indexed every block from position 0 (reproduced under --legacy_search)
+    assert kept_positions([a, b], kept, legacy=True)[id(consumer.weight)][1][1].tolist() == [0, 1, 1, 0, 2]
+    before = consumer.weight.detach().clone()
+    compress([a, b], kept, consumer)
+    assert torch.equal(consumer.weight, before[:, [0, 1, 3, 4, 6]]) and consumer.in_features == 5
+
+
+def test_legacy_transposed_selection_reproduces_the_originals_layout():
+    """The original selected columns of W (out, in) as rows of W^T and viewed the result as (out, kept)."""
+    weight = nn.Parameter(torch.arange(12.0).view(3, 4, 1, 1))
+    owner = nn.Parameter(torch.zeros(1, 4))
+    conv = nn.Conv2d(4, 3, 1, bias=False)
+    conv.weight = weight
+    fam = GroupFamily(0, 1, 0, [Member(owner, 1)], [Cut(conv, 'weight', 1, legacy_transposed=True)])
+    compress([fam], {fam: torch.tensor([0, 2, 3])}, conv, legacy=True)
+    transposed = torch.arange(12.0).view(3, 4).t()[[0, 2, 3]]          # (kept, out) rows of W^T
+    assert torch.equal(conv.weight.view(3, 3), transposed.reshape(3, 3))
 
 
 def test_merge_pair_is_the_same_function():

@@ -1,37 +1,33 @@
-"""model_hinge/vgg.py: the converted VGG has the original's keys; columns and rows of one matrix."""
+"""model_hinge/vgg.py: the original's keys; columns and rows of one matrix; the classifier input stays."""
 
-import json
 
 import pytest
+import torch
 
-from conftest import SPEC, make_args
+from conftest import SMALL, assert_matches_manifest, hinge_model, make_args, zero_groups
 from model import build_baseline
 from model_hinge import adapter_for
-from model_hinge.core import HingeModel
+from model_hinge.surgery import compress
 from utils.errors import UsageError
 
 
 def test_state_dict_equals_the_originals_manifest(shared):
-    manifest = json.loads((SPEC / 'state_dicts' / 'Hinge_VGG__VGG16_CIFAR10.json').read_text())
-    args = make_args(' '.join(manifest['argv']))
-    adapter = adapter_for(args.model)
-    hm = HingeModel(build_baseline(args, adapter.baseline), adapter, args, (3, 32, 32), init=True)
-    assert [[k, list(v.shape)] for k, v in hm.net.state_dict().items()] == manifest['state_dict']
-    assert (hm.baseline_flops, hm.baseline_params) == (manifest['baseline_flops'], manifest['baseline_params'])
+    assert_matches_manifest('Hinge_VGG__VGG16_CIFAR10')
 
 
-def test_every_matrix_has_column_and_row_groups_and_the_last_rows_stay():
-    args = make_args('--template CIFAR10 --model Hinge_VGG --vgg_type A')
-    adapter = adapter_for(args.model)
-    hm = HingeModel(build_baseline(args, adapter.baseline), adapter, args, (3, 32, 32), init=True)
-    columns, rows = hm.families[0::2], hm.families[1::2]
-    assert all(c.members[0].param is r.members[0].param for c, r in zip(columns, rows, strict=True))
-    assert [c.members[0].dim for c in columns] == [1] * 7 and [r.members[0].dim for r in rows] == [0] * 7
-    assert all(r.cuts for r in rows[:-1]) and rows[-1].cuts == []
+def test_columns_decompose_and_rows_prune_but_the_classifier_input_stays():
+    hm, _ = hinge_model(SMALL['Hinge_VGG'])
+    blocks = [m for m in hm.net.features if isinstance(m, torch.nn.Sequential)][1:]
+    widths = [b[0][1].out_channels for b in blocks]
+    compress(hm.families, zero_groups(hm, every=2), hm.net)
+    pruned = [b[0][1].out_channels for b in blocks]
+    assert pruned[:-1] == [w // 2 for w in widths[:-1]] and pruned[-1] == widths[-1]
+    assert [b[0][0].out_channels for b in blocks] == [w // 2 for w in widths]      # basis filters of each conv
+    assert hm.net.classifier.in_features == widths[-1]
 
 
 def test_imagenet_layout_is_refused():
     args = make_args('--template ImageNet --model Hinge_VGG')
     adapter = adapter_for(args.model)
     with pytest.raises(UsageError, match='Hinge_VGG'):
-        HingeModel(build_baseline(args, adapter.baseline), adapter, args, (3, 224, 224), init=False)
+        adapter.plan(build_baseline(args, adapter.baseline))

@@ -6,7 +6,8 @@ pooling, dropout, functional ops or custom modules. Parameters are those that re
 
 Here the spatial size of every counted module is recorded once by `trace` (one forward pass at build time);
 afterwards FLOPs follow from tensor shapes alone, so the count of a would-be-compressed network is a cheap
-function of channel counts (`shape_of` maps a tensor to its hypothetical shape).
+function of channel counts (`shape_of` maps a tensor to its hypothetical shape). `merges` counts pairs of a
+convolution and the 1x1 convolution after it as the single convolution they fold into (the merged view).
 """
 
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import torch.nn as nn
 
 RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU)
 ShapeOf = Callable[[torch.Tensor], tuple]
+Merges = list[tuple[nn.Conv2d, nn.Conv2d]]
 
 
 def actual_shape(t: torch.Tensor) -> tuple:
@@ -66,6 +68,7 @@ class ComplexityModel:
     def __init__(self, net: nn.Module, counted: list[CountedModule]):
         self.net = net
         self.counted = counted
+        self.entry = {e.module: e for e in counted}
 
     @classmethod
     def trace(cls, net: nn.Module, input_dim: tuple) -> 'ComplexityModel':
@@ -98,10 +101,26 @@ class ComplexityModel:
                 m.training = training
         return cls(net, counted)
 
-    def flops(self, shape_of: ShapeOf = actual_shape) -> int:
-        """FLOPs per image, as the original counter would report them."""
-        return sum(module_flops(e, shape_of) for e in self.counted)
+    def flops(self, shape_of: ShapeOf = actual_shape, merges: Merges = ()) -> int:
+        """FLOPs per image, as the original counter would report them (for the merged network with `merges`)."""
+        total = sum(module_flops(e, shape_of) for e in self.counted)
+        for conv, matrix in merges:
+            first, second = self.entry[conv], self.entry[matrix]
+            total += (first.spatial * prod(_merged_weight_shape(conv, matrix, shape_of))
+                      - module_flops(first, shape_of) - module_flops(second, shape_of))
+        return total
 
-    def params(self, shape_of: ShapeOf = actual_shape) -> int:
-        """Number of trainable parameters."""
-        return sum(prod(shape_of(p)) for p in self.net.parameters() if p.requires_grad)
+    def params(self, shape_of: ShapeOf = actual_shape, merges: Merges = ()) -> int:
+        """Number of trainable parameters (of the merged network with `merges`)."""
+        total = sum(prod(shape_of(p)) for p in self.net.parameters() if p.requires_grad)
+        for conv, matrix in merges:
+            own = [p for m in (conv, matrix) for p in m.parameters() if p.requires_grad]
+            merged_shape = _merged_weight_shape(conv, matrix, shape_of)
+            has_bias = conv.bias is not None or matrix.bias is not None
+            total += prod(merged_shape) + (merged_shape[0] if has_bias else 0) - sum(prod(shape_of(p)) for p in own)
+        return total
+
+
+def _merged_weight_shape(conv: nn.Conv2d, matrix: nn.Conv2d, shape_of: ShapeOf) -> tuple:
+    """The weight shape of the convolution that `conv` followed by the 1x1 `matrix` folds into."""
+    return (shape_of(matrix.weight)[0],) + tuple(shape_of(conv.weight)[1:])
