@@ -8,6 +8,8 @@ of the sparsity-inducing matrices), threshold search to the FLOPs target, compre
 
 import copy
 import json
+import shlex
+import signal
 import sys
 from argparse import Namespace
 from pathlib import Path
@@ -37,20 +39,22 @@ from trainer import (
     Session,
     Trainer,
     describe_lrs,
+    has_finished_epoch,
     hinge_stage_reached,
     log_evaluation,
     make_optimizer,
     resume_point,
     resume_stage,
     save_epoch,
+    save_files,
     test_only,
     train_epochs,
 )
-from utils import plot
+from utils import plot, signals
 from utils.board import Board, require_tensorboard
 from utils.complexity import ComplexityModel
-from utils.errors import NonFiniteError, UsageError
-from utils.io import load_torch, save_json, save_torch
+from utils.errors import Interrupted, NonFiniteError, UsageError
+from utils.io import Commit, load_torch, recover, save_json, save_torch
 from utils.rundir import RunLog, remove_run_dir, resolve_run_dir
 from utils.schedule import StepSchedule
 from utils.steps import BatchHooks, set_learning_rates
@@ -66,22 +70,15 @@ def validate(args: Namespace) -> None:
     if not is_baseline(args.model) and not is_hinge(args.model):
         raise UsageError(f'--model {args.model} is unknown; use VGG, ResNet, DenseNet, ResNeXt, Wide_ResNet or a '
                          f'Hinge model ({NAMES}).')
-    checks = [(args.epochs >= 0, '--epochs must be 0 or more'), (args.lr > 0, '--lr must be positive'),
-              (args.print_every >= 1, '--print_every must be at least 1'),
-              (args.prox_freq >= 1, '--prox_freq must be at least 1'),
-              (0 < args.remain_percentage <= 1, '--remain_percentage must be in (0, 1]'),
-              (args.n_GPUs >= 1, '--n_GPUs must be at least 1')]
-    if is_hinge(args.model):
-        checks += [(0 < args.ratio <= 1, f'--ratio {args.ratio} must be in (0, 1] (the target FLOPs fraction)'),
-                   (args.optimizer in ('PG', 'SGD'), f'--optimizer {args.optimizer} cannot train a Hinge model; '
-                                                      'use PG (proximal gradient) or SGD'),
-                   (args.threshold >= 0, '--threshold must be 0 or more')]
-    else:
-        checks.append((args.optimizer in ('SGD', 'Adam', 'RMSprop'),
-                       f'--optimizer {args.optimizer} does not apply to a baseline; use SGD, Adam or RMSprop'))
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message + '.')
+    option.check(args)
+    if is_hinge(args.model) and args.optimizer not in ('PG', 'SGD'):
+        raise UsageError(f'--optimizer {args.optimizer} cannot train a Hinge model; use PG (proximal gradient) or SGD.')
+    if not is_hinge(args.model) and args.optimizer not in ('SGD', 'Adam', 'RMSprop'):
+        raise UsageError(f'--optimizer {args.optimizer} does not apply to a baseline; use SGD, Adam or RMSprop.')
+    if is_hinge(args.model) and not args.test_only and (args.distillation or args.load_original_param) \
+            and not args.teacher:
+        raise UsageError('--distillation and --load_original_param need --teacher BASELINE.pt (the uncompressed '
+                         'network of the same family).')
     if args.n_GPUs > 1:
         raise UsageError('--n_GPUs > 1 is not supported by this version; train on one GPU.')
     if args.precision == 'half' and (args.cpu or not torch.cuda.is_available()):
@@ -150,7 +147,9 @@ def run_baseline(args: Namespace, device: torch.device, budget: int | None) -> d
     data = build_data(args)
     net = build_baseline(args)
     run_dir = resolve_run_dir(args)
-    if args.load:
+    recover(run_dir)
+    resuming = bool(args.load) and (has_finished_epoch(run_dir, 'baseline') or args.test_only)
+    if resuming:
         model_file = resume_point(run_dir, 'baseline', args.resume)[0]
         load_state(net, load_torch(model_file, '--load'), f'--load {model_file}', adapt=False)
     elif args.pretrain:
@@ -162,7 +161,7 @@ def run_baseline(args: Namespace, device: torch.device, budget: int | None) -> d
     flops, params = counter.flops(), counter.params()
     net.to(device)
     s = open_session(args, device, data, run_dir, net, base_results(args, data, run_dir, flops, params, flops, params),
-                     budget, fresh=not args.load)
+                     budget, fresh=not resuming)
     describe_model(s, net)
     s.log.write(f'Flops: {flops / 1e9:.4f} [G] counted analytically; Params: {params / 1e3:.2f} [k]\n')
     if args.test_only:
@@ -181,7 +180,10 @@ def hinge_phase(args: Namespace, run_dir: Path) -> str:
     """test (evaluate), converging (resume after compression), search (resume) or fresh."""
     if args.test_only:
         return 'test'
-    return hinge_stage_reached(run_dir) if args.load else 'fresh'
+    if not args.load:
+        return 'fresh'
+    stage = hinge_stage_reached(run_dir)
+    return 'fresh' if stage == 'search' and not has_finished_epoch(run_dir, 'search') else stage
 
 
 def load_teacher(args: Namespace, family: str, device: torch.device) -> nn.Module:
@@ -264,10 +266,17 @@ def save_run_plan(s: Session, hm: HingeModel, layer_weights: list[float] | None)
 def run_hinge(args: Namespace, device: torch.device, budget: int | None) -> dict:
     data = build_data(args)
     run_dir = resolve_run_dir(args)
+    recover(run_dir)
     phase = hinge_phase(args, run_dir)
     if args.test_only and not args.pretrain and not args.load:
         raise UsageError('--test_only needs a checkpoint: pass --pretrain FILE (or --load RUN_DIR).')
     hm, layer_weights = build_hinge(args, data, run_dir, phase)
+    if phase in ('fresh', 'search'):
+        reachable = SearchController(hm, args, None).minimum_ratio()
+        if args.ratio < reachable:
+            raise UsageError(f'--ratio {args.ratio} cannot be reached: keeping --remain_percentage '
+                             f'{args.remain_percentage} of every layer leaves {reachable:.4f} of the FLOPs; use a '
+                             f'--ratio of at least {reachable:.4f} or a smaller --remain_percentage.')
     teacher = None
     if phase != 'test' and (args.distillation or args.load_original_param):
         teacher = load_teacher(args, adapter_for(args.model).baseline, device)
@@ -346,8 +355,8 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: list[float] | None,
         log_evaluation(s, test)
         s.log.write(f'Time: {stats["seconds"]:.2f}s\n')
         s.log.write(complexity_line(hm.baseline_flops, hm.baseline_params, flops_c, params_c))
-        save_epoch(s, 'search', epoch, optimizer)
-        plot.compression_ratio(ratios, s.run_dir / 'compression_ratio.png')
+        save_epoch(s, 'search', epoch, optimizer,
+                   lambda directory: plot.compression_ratio(ratios, directory / 'compression_ratio.png'))
         if args.legacy_search and not controller.frozen:
             controller.freeze_compressible()
     return epoch + 1, controller
@@ -388,11 +397,12 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
     s.history.results.update(flops_compressed=flops_now, params_compressed=params_now,
                              flops_ratio=flops_now / hm.baseline_flops, params_ratio=params_now / hm.baseline_params,
                              threshold=threshold, compressed_top1_err=test[1], search_epochs=epoch_continue - 1)
-    s.history.write_results()
-    plot.per_layer_ratio(per_layer, s.run_dir / 'per_layer_compression_ratio.png')
-    save_torch(hm.net.state_dict(), s.run_dir / 'model' / FILES['converging'][0])
-    save_torch(0, s.run_dir / FILES['converging'][4])
-    save_torch(info, s.run_dir / 'compression_information.pt')
+    commit = Commit(s.run_dir)
+    s.history.write_results(commit.pending)
+    plot.per_layer_ratio(per_layer, commit.path('per_layer_compression_ratio.png'))
+    save_files(commit.pending, {f'model/{FILES["converging"][0]}': hm.net.state_dict(), FILES['converging'][4]: 0,
+                                'compression_information.pt': info})
+    commit.done()
 
 
 def converging_stage(s: Session, hm: HingeModel, teacher: nn.Module | None, epoch_continue: int) -> None:
@@ -443,15 +453,37 @@ def run(args: Namespace, epoch_budget: int | None = None) -> dict:
     return run_hinge(args, device, epoch_budget)
 
 
+def resume_command(argv: list[str], run_name: str) -> str:
+    """The command line that continues this run: the same flags with --load instead of --save/--reset."""
+    kept, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in ('--save', '--load'):
+            skip = True
+        elif word != '--reset':
+            kept.append(word)
+    return shlex.join(['python', 'main_hinge.py', *kept, '--load', run_name])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = None
     try:
-        run(option.parse_args(argv))
+        with signals.caught():
+            args = option.parse_args(argv)
+            run(args)
     except UsageError as err:
         print(f'main_hinge.py: error: {err}', file=sys.stderr)
         return 2
     except NonFiniteError as err:
         print(f'main_hinge.py: stopped: {err}', file=sys.stderr)
         return 3
+    except Interrupted as err:
+        name = signal.Signals(err.signum).name
+        print(f'main_hinge.py: {name} in {err.where}: stopped after the current batch; the run is kept up to its '
+              f'last finished epoch. Resume with:\n  {resume_command(argv, args.load or args.save)}', file=sys.stderr)
+        return 128 + err.signum
     return 0
 
 

@@ -1,9 +1,11 @@
 """Command-line flags: every flag of the original Hinge code (same name, type, default), in readable groups."""
 
 import argparse
+import math
 from collections.abc import Sequence
 
 import template
+from utils.errors import UsageError
 
 
 def _float_pair(text: str) -> tuple:
@@ -28,9 +30,9 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group('data')
     g.add_argument('--dir_data', default='/scratch_net/ofsoundof/yawli/Datasets/classification',
                    help='data root: cifar-10-batches-py/, cifar-100-python/ or train/ and val/ folders')
-    g.add_argument('--data_train', default='CIFAR10',
-                   help='training set: CIFAR10, CIFAR100, Tiny_ImageNet, ImageNet, Demo')
-    g.add_argument('--data_test', default='CIFAR10', help='test set (normally set by --template)')
+    g.add_argument('--data_train', default=None,
+                   help='training set: CIFAR10 (default), CIFAR100, Tiny_ImageNet, ImageNet, Demo')
+    g.add_argument('--data_test', default=None, help='test set (default CIFAR10; normally set by --template)')
     g.add_argument('--n_colors', type=int, default=3, help='number of input colour channels')
     g.add_argument('--no_flip', action='store_true', help='disable the horizontal-flip augmentation')
     g.add_argument('--crop', type=int, default=1, help='test-time crops for ImageNet-style data: 1, 5 or 10')
@@ -156,9 +158,16 @@ def _add_unused_pruning(p: argparse.ArgumentParser) -> None:
     g.add_argument('--prune_solver', default='SGD', choices=['SGD', 'PG'])
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors (unknown flag, bad type or choice) reported like every other bad input."""
+
+    def error(self, message: str):
+        raise UsageError(f'{message}; see python main_hinge.py --help.')
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser with all flags of the original, grouped for --help."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog='main_hinge.py',
         description='Hinge: group-sparsity compression of CNNs (train/evaluate baselines, compress Hinge_* models).')
     for add in (_add_hardware, _add_data, _add_run_directory, _add_model, _add_training, _add_hinge,
@@ -170,5 +179,78 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line and apply the templates, as the original does."""
     args = build_parser().parse_args(argv)
+    typed = {flag: getattr(args, flag) for flag in ('data_train', 'data_test') if getattr(args, flag) is not None}
+    for flag, name in typed.items():
+        if name not in template.DATA_SETS:
+            raise UsageError(f'--{flag} {name} is not a known data set; use one of {", ".join(template.DATA_SETS)}.')
+        setattr(args, flag, name)
+    for flag in ('data_train', 'data_test'):
+        if getattr(args, flag) is None:
+            setattr(args, flag, 'CIFAR10')
     template.set_template(args)
+    for flag, name in typed.items():
+        if getattr(args, flag) != name:
+            raise UsageError(f'--{flag} {name} conflicts with --template {args.template}, which selects '
+                             f'{getattr(args, flag)}; drop one of them.')
     return args
+
+
+# Allowed ranges of the numeric flags: (low, high, low excluded, high excluded, why), None for no bound.
+RANGES = {
+    'n_threads': (0, None, False, False, ''), 'n_GPUs': (1, None, False, False, ''),
+    'print_every': (1, None, False, False, ''), 'epochs': (0, None, False, False, ''),
+    'batch_size': (1, None, False, False, ''), 'linear': (1, None, False, False, ''),
+    'lr': (0, None, True, False, ''), 'gamma': (0, 1, True, False, ' (the lr is multiplied by it at each step)'),
+    'momentum': (0, 1, False, True, ''), 'weight_decay': (0, None, False, False, ''),
+    'epsilon': (0, None, True, False, ''), 'depth': (1, None, False, False, ''),
+    'k': (1, None, False, False, ' (the DenseNet growth rate)'), 'reduction': (0, 1, True, False, ''),
+    'widen_factor': (1, None, False, False, ''), 'dropout_rate': (0, 1, False, True, ''),
+    'cardinality': (1, None, False, False, ''), 'bottleneck_width': (1, None, False, False, ''),
+    'ratio': (0, 1, True, False, ' (the target FLOPs fraction)'),
+    'regularization_factor': (0, None, True, False, ''), 'q': (0, None, True, False, ' (the q of the l2,q penalty)'),
+    'prox_freq': (1, None, False, False, ''), 'remain_percentage': (0, 1, True, False, ''),
+    'annealing_factor': (0, None, False, False, ' (0 turns annealing off)'),
+    'annealing_t1': (0, None, False, False, ''), 'annealing_t2': (0, None, False, False, ''),
+    'lr_ratio': (0, None, True, False, ''), 'lr_factor': (0, None, True, False, ''),
+    'threshold': (0, None, False, False, ''), 'stop_limit': (0, None, False, False, ''),
+}
+
+
+def _out_of_range(name: str, value: float, low, high, low_open: bool, high_open: bool, why: str) -> str | None:
+    """None when the value lies in its range (and is finite), else the sentence that refuses it."""
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (low is None or (value > low if low_open else value >= low))
+    ok = ok and (high is None or (value < high if high_open else value <= high))
+    if ok:
+        return None
+    if low is not None and high is not None:
+        span = f'in {"(" if low_open else "["}{low:g}, {high:g}{")" if high_open else "]"}'
+    else:
+        span = f'{"greater than" if low_open else "at least"} {low:g}'
+    return f'--{name} {value:g} must be {span}{why}.'
+
+
+def check(args: argparse.Namespace) -> None:
+    """Refuse every flag value that cannot work, before anything is read or written: one sentence that
+    names the flag, the value and what would work."""
+    a = args
+    problems = [_out_of_range(name, getattr(a, name), *bounds) for name, bounds in RANGES.items()]
+    problems += [_out_of_range('betas', b, 0, 1, False, True, '') for b in a.betas]
+    if a.kernel_size < 1 or a.kernel_size % 2 == 0:
+        problems.append(f'--kernel_size {a.kernel_size} must be an odd number of at least 1 (e.g. 3).')
+    if a.n_colors != 3:
+        problems.append(f'--n_colors {a.n_colors}: every supported data set has 3 colour channels; use 3.')
+    if a.crop not in (1, 5, 10):
+        problems.append(f'--crop {a.crop} must be 1, 5 or 10 (test-time crops).')
+    elif a.crop != 1 and a.data_test != 'ImageNet':
+        problems.append(f'--crop {a.crop}: multi-crop evaluation is for ImageNet; {a.data_test} is evaluated on '
+                        'whole images (use 1).')
+    if a.resume != -1 and (a.resume < 1 or not a.load):
+        problems.append(f'--resume {a.resume} needs --load RUN and an epoch of at least 1 (or -1 for the latest).')
+    if a.reset and a.load:
+        problems.append('--reset cannot be combined with --load: --reset starts the run directory afresh.')
+    if a.nesterov and a.momentum == 0:
+        problems.append('--nesterov needs a --momentum greater than 0.')
+    for problem in problems:
+        if problem:
+            raise UsageError(problem)

@@ -1,6 +1,12 @@
 """Templates: substrings of --template that set data sets and per-family defaults, as in the original."""
 
+import re
 from argparse import Namespace
+
+from utils.errors import UsageError
+
+DATA_SETS = ('CIFAR10', 'CIFAR100', 'ImageNet', 'Tiny_ImageNet', 'Demo')
+KEYWORDS = DATA_SETS + ('Wide_ResNet', 'ResNet', 'DenseNet', 'VGG', 'ICCV', 'AlexNet', 'MobileNet', 'BC', 'linear')
 
 
 def _set_data(args: Namespace) -> None:
@@ -58,8 +64,21 @@ def _set_linear_scaling(args: Namespace) -> None:
         args.print_every = max(1, args.print_every // args.linear)
 
 
+def check_template(template: str) -> None:
+    """Every word of a template must be a known preset (numbers such as the depth in ResNet20 may follow):
+    a misspelt data set would otherwise silently train on the default one."""
+    rest = template
+    for keyword in sorted(KEYWORDS, key=len, reverse=True):
+        rest = rest.replace(keyword, ' ')
+    unknown = re.findall(r'[A-Za-z]\w*', rest.replace('_', ' '))
+    if unknown:
+        raise UsageError(f'--template {template}: {unknown[0]!r} is not a known template part; combine '
+                         f'{", ".join(KEYWORDS)} (data sets: {", ".join(DATA_SETS)}), e.g. CIFAR100_ResNet20.')
+
+
 def set_template(args: Namespace) -> None:
     """Apply every preset named in --template to the parsed flags (in place)."""
+    check_template(args.template)
     _set_data(args)
     _set_family(args)
     _set_linear_scaling(args)

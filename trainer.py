@@ -10,6 +10,7 @@ import contextlib
 import json
 import time
 from argparse import Namespace
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from loss import ErrorMeter, Loss, distillation
 from utils import plot
 from utils.board import Board
 from utils.errors import NonFiniteError
-from utils.io import load_torch, save_json, save_torch
+from utils.io import Commit, load_torch, save_json, save_torch
 from utils.rundir import RunLog
 from utils.schedule import StepSchedule
+from utils.signals import stop_if_asked
 from utils.steps import BatchHooks, set_learning_rates
 
 DISTILL_WEIGHT, TEMPERATURE = 0.4, 4.0
@@ -35,6 +37,23 @@ def describe_lrs(optimizer: torch.optim.Optimizer) -> str:
     if len(lrs) == 1:
         return f'Learning rate: {lrs[0]:.2}'
     return 'Learning rate: ' + ' / '.join(f'Group {i} - {lr:.2}' for i, lr in enumerate(lrs))
+
+
+NONFINITE = ((1, 'the loss'), (2, 'the gradients'), (4, 'a sparsity-inducing matrix'))
+
+
+def gradients_finite(optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """A device flag: every gradient the optimizer holds is finite (their total norm is)."""
+    grads = [p.grad for g in optimizer.param_groups for p in g['params'] if p.grad is not None]
+    if not grads:
+        return torch.ones((), dtype=torch.bool)
+    return torch.isfinite(torch.nn.utils.get_total_norm(grads))
+
+
+def nonfinite_code(loss: torch.Tensor, gradients_ok: torch.Tensor, matrices_bad: torch.Tensor | None) -> torch.Tensor:
+    """Bits of NONFINITE for one batch, computed on the device."""
+    code = (~torch.isfinite(loss.detach())).to(torch.uint8) | ((~gradients_ok).to(torch.uint8) << 1)
+    return code | (matrices_bad.to(torch.uint8) << 2) if matrices_bad is not None else code
 
 
 def autocast(device: torch.device, precision: str):
@@ -71,7 +90,7 @@ class Trainer:
         net.train()
         hooks.begin_epoch(lr_factor)
         meter = ErrorMeter(self.device)
-        bad = torch.zeros(len(loader), dtype=torch.bool, device=self.device)
+        bad = torch.zeros(len(loader), dtype=torch.uint8, device=self.device)
         start = last_print = fetched = time.perf_counter()
         seen, data_time = 0, 0.0
         bar = tqdm(loader, total=len(loader), ncols=80, leave=False, disable=None, desc=f'epoch {epoch}')
@@ -92,12 +111,14 @@ class Trainer:
                 kd = distillation(logits.float(), teacher_logits.float(), TEMPERATURE)
                 loss = kd * DISTILL_WEIGHT + loss * (1 - DISTILL_WEIGHT)
             loss.backward()
+            gradients_ok = gradients_finite(optimizer)
             hooks.after_backward(optimizer, lr_factor)
             hooks.step(optimizer)
             hooks.after_step(batch, optimizer)
             meter.update(nll, logits, labels)
-            bad[batch] = ~torch.isfinite(loss.detach())
+            bad[batch] = nonfinite_code(loss, gradients_ok, hooks.nonfinite())
             seen += labels.shape[0]
+            stop_if_asked(f'epoch {epoch}, batch {batch + 1} of {len(loader)}')
             if (batch + 1) % args.print_every == 0:
                 self._check_finite(bad, hooks, epoch)
                 now = time.perf_counter()
@@ -114,12 +135,13 @@ class Trainer:
                 'images_per_second': seen / max(seconds, 1e-9), 'seconds': seconds}
 
     def _check_finite(self, bad: torch.Tensor, hooks: BatchHooks, epoch: int) -> None:
-        flag = hooks.nonfinite()
-        if bool(bad.any()) or (flag is not None and bool(flag)):
-            first = int(bad.nonzero()[0]) + 1 if bool(bad.any()) else None
-            where = f'batch {first}' if first else 'a proximal step'
-            raise NonFiniteError(f'the loss or a sparsity-inducing matrix became NaN/inf in epoch {epoch}, {where}; '
-                                 'the last good checkpoint is kept; lower --lr or --regularization_factor.')
+        """Stop at the first batch whose loss, gradients or matrices were not finite (one host read)."""
+        if bool(bad.any()):
+            first = int(bad.nonzero()[0])
+            code = int(bad[first])
+            what = ' and '.join(name for bit, name in NONFINITE if code & bit)
+            raise NonFiniteError(f'{what} became NaN/inf in epoch {epoch}, batch {first + 1}; the run stopped and '
+                                 'its last finished epoch is kept; lower --lr or --regularization_factor.')
 
     def _log_progress(self, seen: int, loss: torch.Tensor, kd, meter: ErrorMeter, hooks: BatchHooks,
                       model_seconds: float, data_seconds: float) -> None:
@@ -144,6 +166,7 @@ class Trainer:
         meter = ErrorMeter(self.device)
         start = time.perf_counter()
         for images, labels in tqdm(self.data.test, ncols=80, leave=False, disable=None, desc='test'):
+            stop_if_asked('the evaluation')
             with autocast(self.device, self.args.precision):
                 logits = forward(self.net, images)
             meter.update(self.criterion(logits.float(), labels), logits, labels)
@@ -200,17 +223,17 @@ class History:
     def files(self) -> dict:
         return {'train_log.pt': self.log_train, 'test_log.pt': self.log_test}
 
-    def write_results(self) -> None:
-        save_json(self.results, self.dir / 'results.json')
+    def write_results(self, directory: Path | None = None) -> None:
+        save_json(self.results, (directory or self.dir) / 'results.json')
 
-    def write_plots(self, test_only: bool) -> None:
-        plot.loss_curves(self.dir, self.log_train, self.log_test, test_only)
+    def write_plots(self, test_only: bool, directory: Path) -> None:
+        plot.loss_curves(directory, self.log_train, self.log_test, test_only)
 
 
-def save_files(run_dir: Path, files: dict) -> None:
-    """Write several files of the run directory, each atomically."""
+def save_files(directory: Path, files: dict) -> None:
+    """Write several torch files under `directory` (normally a commit's pending folder)."""
     for name, obj in files.items():
-        save_torch(obj, run_dir / name)
+        save_torch(obj, directory / name)
 
 
 FILES = {
@@ -263,8 +286,10 @@ def log_evaluation(s: Session, test: tuple, epoch_continue: int | None = None) -
                 s.log.write(f'{name}: {float(searched[:, i].min()):.3f} from epoch {int(searched[:, i].argmin())}')
 
 
-def save_epoch(s: Session, stage: str, epoch: int, optimizer: torch.optim.Optimizer) -> None:
-    """Checkpoint, logs, plots and results.json after an epoch; the epoch counter is written last."""
+def save_epoch(s: Session, stage: str, epoch: int, optimizer: torch.optim.Optimizer,
+               write_more: Callable[[Path], None] | None = None) -> None:
+    """Checkpoint, logs, plots and results.json after an epoch (and what `write_more` writes into the given
+    folder), committed together: a kill leaves the run at this epoch or at the previous one."""
     latest, best, numbered, optimizer_file, epochs_file = FILES[stage]
     state = s.trainer.net.state_dict()
     files = {f'model/{latest}': state}
@@ -275,10 +300,14 @@ def save_epoch(s: Session, stage: str, epoch: int, optimizer: torch.optim.Optimi
     files.update(s.history.files())
     files['loss.pt'] = s.criterion.state_dict()
     files[optimizer_file] = optimizer.state_dict()
-    save_files(s.run_dir, files)
-    s.history.write_plots(s.args.test_only)
-    s.history.write_results()
-    save_torch(epoch, s.run_dir / epochs_file)
+    files[epochs_file] = epoch
+    commit = Commit(s.run_dir)
+    save_files(commit.pending, files)
+    s.history.write_plots(s.args.test_only, commit.pending)
+    s.history.write_results(commit.pending)
+    if write_more is not None:
+        write_more(commit.pending)
+    commit.done()
 
 
 def restore_history(s: Session, stage: str, finished: int) -> None:
@@ -299,6 +328,11 @@ def resume_point(run_dir: Path, stage: str, resume: int) -> tuple[Path, int]:
     if resume > 0:
         return run_dir / 'model' / numbered.format(resume), resume
     return run_dir / 'model' / latest, int(epochs)
+
+
+def has_finished_epoch(run_dir: Path, stage: str) -> bool:
+    """Whether a run directory holds a committed epoch of `stage` (a run killed before it has none)."""
+    return (run_dir / FILES[stage][4]).is_file()
 
 
 def hinge_stage_reached(run_dir: Path) -> str:
@@ -360,9 +394,11 @@ def test_only(s: Session, extra: dict | None = None) -> dict:
     test = s.trainer.evaluate()
     s.history.add_epoch('test', 0, None, test, dict(extra or {}, images_per_second=s.trainer.eval_images_per_second))
     log_evaluation(s, test)
+    commit = Commit(s.run_dir)
     if not s.args.load:
-        save_files(s.run_dir, s.history.files())
-        s.history.write_plots(True)
-    s.history.write_results()
+        save_files(commit.pending, s.history.files())
+        s.history.write_plots(True, commit.pending)
+    s.history.write_results(commit.pending)
+    commit.done()
     s.close()
     return s.history.results

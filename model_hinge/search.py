@@ -128,13 +128,15 @@ class SearchController:
         """One proximal step on every group: threshold = regularization * lr of its role (* layer weight)."""
         uniform = len(set(role_lrs)) == 1
         lrs = None if uniform else torch.tensor(role_lrs, dtype=torch.float32, device=self.device)
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
         for bank, weights in zip(self.banks, self.group_weights, strict=True):
             norms = bank.norms()
-            self.bad |= ~torch.isfinite(norms).all()
+            bad |= ~torch.isfinite(norms).all()
             lr = role_lrs[0] if uniform else lrs[bank.family_role][bank.group_family]
             lam = regularization * lr * weights
             bank.scale_(prox.scale(self.args.sparsity_regularizer, norms, lam, bank.group_family,
                                    len(bank.families)))
+        self.bad = bad
 
     def freeze_compressible(self) -> None:
         """--legacy_search: from now on the tensors that compression (and merging, where the search measures
@@ -180,6 +182,12 @@ class SearchController:
         shape_of = compressed_shape_of(self.hm.families, {f: len(k) for f, k in kept.items()})
         flops, params = self.hm.cost(shape_of, self.merged_view)
         return flops, params, kept
+
+    def minimum_ratio(self) -> float:
+        """The smallest FLOPs ratio compression can reach: every family keeps only --remain_percentage of its
+        groups (its partner as many under --p1_p2_same_ratio)."""
+        distinct = {f: torch.arange(f.size, 0, -1, dtype=torch.float32) for f in self.hm.families}
+        return self.ratio_at(distinct, float('inf'))
 
     def ratio_at(self, norms: dict, threshold: float) -> float:
         return self.cost(norms, threshold)[0] / self.hm.baseline_flops

@@ -173,6 +173,10 @@ def load_state(net: nn.Module, state: dict, what: str, adapt: bool) -> list[str]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UsageError(f'{what} is not a state_dict (a mapping of names to tensors); '
                          'save checkpoints with torch.save(model.state_dict(), path).')
+    damaged = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if damaged:
+        raise UsageError(f'{what}: tensor {damaged[0]} holds NaN or inf ({len(damaged)} such tensor(s)); the '
+                         'checkpoint is damaged or comes from a run that diverged.')
     own = net.state_dict(keep_vars=True)
     optional = [k for k in OPTIONAL_KEYS if k in state and k in net._buffers]
     unexpected = [k for k in state if k not in own and k not in optional]

@@ -58,3 +58,29 @@ def test_missing_and_corrupt_files_are_usage_errors(tmp_path):
     (tmp_path / 'bad.pt').write_bytes(b'not a checkpoint')
     with pytest.raises(UsageError, match='bad.pt'):
         load_torch(tmp_path / 'bad.pt', '--pretrain')
+
+
+def test_a_commit_moves_all_its_files_or_none(tmp_path):
+    from utils.io import Commit, recover, save_torch
+
+    run = tmp_path / 'run'
+    save_torch(1, run / 'epochs.pt')
+    commit = Commit(run)
+    save_torch({'w': torch.ones(1)}, commit.path('model/model_latest.pt'))
+    save_torch(2, commit.path('epochs.pt'))
+    recover(run)                                              # killed before done(): nothing of it survives
+    assert load_torch(run / 'epochs.pt', 't') == 1 and not (run / 'model').exists() and not commit.pending.exists()
+    commit = Commit(run)
+    save_torch({'w': torch.ones(1)}, commit.path('model/model_latest.pt'))
+    save_torch(2, commit.path('epochs.pt'))
+    (commit.pending / '.complete').write_bytes(b'')           # killed after the marker, before the moves
+    (run / '.epochs.pt.abc.tmp').write_bytes(b'half')         # and a half-written file of an atomic write
+    recover(run)
+    assert load_torch(run / 'epochs.pt', 't') == 2 and (run / 'model' / 'model_latest.pt').is_file()
+    assert sorted(p.name for p in run.rglob('*')) == ['epochs.pt', 'model', 'model_latest.pt']
+
+
+def test_files_that_are_not_pytorch_files_are_named(tmp_path):
+    (tmp_path / 'notes.txt').write_text('hello')
+    with pytest.raises(UsageError, match='notes.txt is not a PyTorch file'):
+        load_torch(tmp_path / 'notes.txt', '--pretrain')

@@ -1,6 +1,7 @@
 """main_hinge.py end to end: the original's command lines and checkpoints, clear failures, all four phases."""
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -48,31 +49,127 @@ def test_original_checkpoints_give_the_originals_numbers(shared, tmp_path, which
     assert r['loss'] == pytest.approx(expected['loss'], rel=1e-6)
 
 
-def _fails_cleanly(argv: str, tmp_path, capsys, fragment: str) -> None:
-    assert main_hinge.main(f'{argv} --dir_save {tmp_path / "runs"} --save bad'.split()) == 2
+R8 = '--template Demo --model ResNet --depth 8 --downsample_type A --epochs 1'
+H8 = '--template Demo --model Hinge_ResNet_Basic_SVD --depth 8 --downsample_type A --ratio 0.5'
+BAD_INPUTS = [
+    ('--model ResNet99', '--model ResNet99 is unknown'),
+    ('--template Demo --model ResNet --depth 7', '--depth 7 cannot be built'),
+    (f'{R8} --depth 0', '--depth 0 must be at least 1'),
+    ('--template Demo --model ResNeXt --depth 11 --cardinality 0', '--cardinality 0 must be at least 1'),
+    ('--template Demo --model ResNeXt --depth 11 --bottleneck_width 0', '--bottleneck_width 0'),
+    ('--template Demo --model Wide_ResNet --depth 10 --widen_factor -1', '--widen_factor -1 must be at least 1'),
+    ('--template Demo --model DenseNet --depth 10 --k 0', '--k 0 must be at least 1'),
+    ('--template Demo --model DenseNet --depth 10 --reduction 0', '--reduction 0 must be in (0, 1]'),
+    ('--template Demo --model Wide_ResNet --depth 10 --dropout_rate 1', '--dropout_rate 1 must be in [0, 1)'),
+    (f'{R8} --kernel_size 0', '--kernel_size 0 must be an odd number'),
+    (f'{R8} --kernel_size 4', '--kernel_size 4 must be an odd number'),
+    (f'{R8} --n_colors 1', '--n_colors 1'),
+    (f'{R8} --momentum -1', '--momentum -1 must be in [0, 1)'),
+    (f'{R8} --momentum 1.5', '--momentum 1.5'),
+    (f'{R8} --weight_decay -1', '--weight_decay -1 must be at least 0'),
+    (f'{R8} --lr 0', '--lr 0 must be greater than 0'),
+    (f'{R8} --lr nan', '--lr nan must be greater than 0'),
+    (f'{R8} --gamma 0', '--gamma 0 must be in (0, 1]'),
+    (f'{R8} --linear 0', '--linear 0 must be at least 1'),
+    (f'{R8} --epochs -1', '--epochs -1 must be at least 0'),
+    (f'{R8} --batch_size 0', '--batch_size 0 must be at least 1'),
+    (f'{R8} --print_every 0', '--print_every 0'),
+    (f'{R8} --n_threads -1', '--n_threads -1'),
+    (f'{R8} --n_GPUs 0', '--n_GPUs 0 must be at least 1'),
+    (f'{R8} --epsilon 0', '--epsilon 0'),
+    (f'{R8} --betas 1.5,0.9', '--betas 1.5'),
+    (f'{R8} --nesterov --momentum 0', '--nesterov needs a --momentum'),
+    (f'{R8} --decay cosine', '--decay cosine'),
+    (f'{R8} --decay step-a', '--decay step-a'),
+    (f'{R8} --loss 1*FOO', '--loss 1*FOO'),
+    (f'{R8} --optimizer PG', '--optimizer PG'),
+    (f'{R8} --optimizer Foo', "argument --optimizer: invalid choice: 'Foo'"),
+    (f'{R8} --epochs 1.5', "argument --epochs: invalid int value: '1.5'"),
+    (f'{R8} --no_such_flag 3', 'unrecognized arguments: --no_such_flag 3'),
+    (f'{R8} --precision half', '--precision half needs a GPU'),
+    (f'{R8} --crop 7', '--crop 7 must be 1, 5 or 10'),
+    (f'{R8} --crop 5', '--crop 5: multi-crop evaluation is for ImageNet'),
+    (f'{R8} --data_train foo', '--data_train foo is not a known data set'),
+    (f'{R8} --data_test CIFAR100', '--data_test CIFAR100 conflicts with --template Demo'),
+    ('--model ResNet --depth 8 --data_train CIFAR100', '--data_test CIFAR10 differs from --data_train CIFAR100'),
+    ('--template CIFAR1O_ResNet --model ResNet --depth 8', "--template CIFAR1O_ResNet: 'CIFAR1O' is not a known"),
+    (f'{R8} --save ../outside', "--save '../outside' is not a run name"),
+    (f'{R8} --save /tmp/absolute', "--save '/tmp/absolute' is not a run name"),
+    (f'{R8} --save a;b', "--save 'a;b' is not a run name"),
+    (f'{R8} --save .', "--save '.' is not a run name"),
+    (f'{R8} --save x/../y', "--save 'x/../y' is not a run name"),
+    (f'{R8} --resume 3', '--resume 3 needs --load RUN'),
+    (f'{R8} --load missing', '--load: '),
+    (f'{R8} --load existing --reset', '--reset cannot be combined with --load'),
+    (f'{H8} --ratio 0', '--ratio 0 must be in (0, 1]'),
+    ('--template Demo --model Hinge_ResNet_Basic_SVD --depth 8 --downsample_type A', '--ratio 0.2 cannot be reached'),
+    (f'{H8} --ratio -0.5', '--ratio -0.5 must be in (0, 1]'),
+    (f'{H8} --ratio 1.5', '--ratio 1.5 must be in (0, 1]'),
+    (f'{H8} --ratio 0.01', '--ratio 0.01 cannot be reached'),
+    (f'{H8} --q 0', '--q 0 must be greater than 0'),
+    (f'{H8} --stop_limit -1', '--stop_limit -1 must be at least 0'),
+    (f'{H8} --regularization_factor -1', '--regularization_factor -1 must be greater than 0'),
+    (f'{H8} --annealing_factor -2', '--annealing_factor -2 must be at least 0'),
+    (f'{H8} --lr_factor -1', '--lr_factor -1 must be greater than 0'),
+    (f'{H8} --lr_ratio 0', '--lr_ratio 0 must be greater than 0'),
+    (f'{H8} --remain_percentage 0', '--remain_percentage 0 must be in (0, 1]'),
+    (f'{H8} --prox_freq 0', '--prox_freq 0 must be at least 1'),
+    (f'{H8} --threshold -1', '--threshold -1 must be at least 0'),
+    (f'{H8} --optimizer Adam', '--optimizer Adam cannot train a Hinge model'),
+    (f'{H8} --distillation --teacher ""', '--distillation and --load_original_param need --teacher'),
+    (f'{H8} --distillation --teacher missing.pt', '--teacher: file missing.pt does not exist'),
+    (f'{H8} --test_only', '--test_only needs a checkpoint'),
+    (f'{H8} --pretrain missing.pt', '--pretrain: file missing.pt does not exist'),
+    (f'{H8} --pretrain notes.txt', 'notes.txt is not a PyTorch file'),
+    (f'{H8} --pretrain nan.pt', 'tensor features.0.0.weight holds NaN or inf'),
+    (f'{H8} --pretrain other.pt', 'was written for another architecture'),
+    (f'{H8} --test_only --pretrain nan.pt', 'tensor features.0.0.weight holds NaN or inf'),
+    (f'{R8} --test_only --pretrain nan.pt', 'tensor features.0.0.weight holds NaN or inf'),
+    (f'{H8} --dir_save afile', '--dir_save afile is a file'),
+]
+
+
+@pytest.mark.parametrize('argv,fragment', BAD_INPUTS, ids=[c[1][:40] for c in BAD_INPUTS])
+def test_bad_inputs_exit_2_with_one_sentence_and_change_nothing(tmp_path, capsys, monkeypatch, argv, fragment):
+    from model import build_baseline
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'notes.txt').write_text('not a checkpoint')
+    (tmp_path / 'afile').write_text('x')
+    torch.manual_seed(0)
+    state = build_baseline(main_hinge.option.parse_args(R8.split())).state_dict()
+    torch.save(state, tmp_path / 'base.pt')
+    torch.save({k: v.float().fill_(float('nan')) if k == 'features.0.0.weight' else v for k, v in state.items()},
+               tmp_path / 'nan.pt')
+    torch.save(build_baseline(main_hinge.option.parse_args('--template Demo --model ResNet --depth 14 '
+                                                           '--downsample_type A'.split())).state_dict(),
+               tmp_path / 'other.pt')
+    runs = tmp_path / 'runs'
+    (runs / 'existing' / 'model').mkdir(parents=True)
+    (runs / 'existing' / 'log.txt').write_text('an earlier run\n')
+    before = sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob('*'))
+    dir_save = '' if '--dir_save' in argv else f' --dir_save {runs}'
+    assert main_hinge.main(shlex.split(f'{argv}{dir_save} --save bad --cpu')
+                           if '--save' not in argv else shlex.split(f'{argv}{dir_save} --cpu')) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and fragment in err, err
-    assert not (tmp_path / 'runs').exists()
+    assert len(err.splitlines()) == 1 and 'Traceback' not in err and fragment in err, err
+    assert sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob('*')) == before
 
 
-def test_bad_inputs_exit_2_with_one_sentence_and_write_nothing(shared, tmp_path, capsys, monkeypatch):
+def test_data_that_cannot_be_downloaded_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cifar, '_download', lambda name, root: (_ for _ in ()).throw(OSError('network unreachable')))
+    argv = f'--template CIFAR10 --model ResNet --depth 20 --dir_data {tmp_path}/none --dir_save {tmp_path}/runs'
+    assert main_hinge.main(argv.split()) == 2
+    assert 'could not be downloaded' in capsys.readouterr().err and not (tmp_path / 'runs').exists()
+
+
+def test_original_checkpoints_of_another_architecture_are_refused(shared, tmp_path, capsys):
     baseline = FIXTURES / 'resnet20' / 'baseline.pt'
-    cases = [
-        ('--model ResNet99', '--model ResNet99 is unknown'),
-        ('--template CIFAR10 --model ResNet --depth 20 --dir_data /nonexistent', 'could not be downloaded'),
-        (f'--template CIFAR10 --model ResNet --depth 56 --downsample_type A --test_only --pretrain {baseline} '
-         f'--dir_data {CIFAR_SUBSET}', 'another architecture'),
-        (f'--template CIFAR10 --model Hinge_ResNet_Basic_SVD --depth 20 --downsample_type A --test_only '
-         f'--pretrain {baseline} --dir_data {CIFAR_SUBSET}', 'another architecture'),
-        (f'--template CIFAR10 --model ResNet --depth 20 --test_only --pretrain {tmp_path}/none.pt '
-         f'--dir_data {CIFAR_SUBSET}', 'does not exist'),
-        ('--template Demo --model Hinge_VGG --ratio 1.5', '--ratio 1.5 must be in (0, 1]'),
-        ('--template Demo --model ResNet --depth 20 --decay cosine', '--decay cosine'),
-        ('--template Demo --model ResNet --depth 20 --optimizer PG', '--optimizer PG'),
-    ]
-    for argv, fragment in cases:
-        _fails_cleanly(argv, tmp_path, capsys, fragment)
+    for model in ('ResNet --depth 56', 'Hinge_ResNet_Basic_SVD --depth 20'):
+        argv = (f'--template CIFAR10 --model {model} --downsample_type A --test_only --pretrain {baseline} '
+                f'--dir_data {CIFAR_SUBSET} --dir_save {tmp_path}/runs')
+        assert main_hinge.main(argv.split()) == 2
+        assert 'another architecture' in capsys.readouterr().err and not (tmp_path / 'runs').exists()
 
 
 def test_cli_process_exit_codes(tmp_path):
@@ -305,3 +402,63 @@ def test_load_original_param_compresses_the_bottleneck_teachers_convolutions(sma
     conv1, middle = teacher['features.1.0.body.0.weight'], teacher['features.1.0.body.3.weight']
     assert torch.equal(state['features.1.0.body.0.weight'], conv1[first['pindex']])
     assert torch.equal(state['features.1.0.body.3.weight'], middle[second['pindex']][:, first['pindex']])
+
+
+def test_nan_in_training_stops_with_exit_3_and_keeps_the_last_finished_epoch(small_demo, tmp_path, capsys,
+                                                                             monkeypatch):
+    from loss import Loss
+
+    argv = f'{R8} --epochs 2 --batch_size 64 --save diverged --dir_save {tmp_path / "runs"} --cpu'.split()
+    calls, real_forward = [0], Loss.forward
+
+    def forward(self, logits, labels):
+        calls[0] += 1
+        value = real_forward(self, logits, labels)
+        return value * float('nan') if calls[0] == 6 + 3 else value     # epoch 1: 5 batches and 1 test batch
+
+    monkeypatch.setattr(Loss, 'forward', forward)
+    assert main_hinge.main(argv) == 3
+    assert 'became NaN/inf in epoch 2, batch 3' in capsys.readouterr().err
+    run = tmp_path / 'runs' / 'diverged'
+    assert load_torch(run / 'epochs.pt', 'epochs') == 1
+    assert all(torch.isfinite(v).all() for v in load_torch(run / 'model' / 'model_latest.pt', 'm').values())
+
+
+def test_an_interrupted_run_prints_its_resume_command_which_finishes_it_identically(small_demo, tmp_path, capsys,
+                                                                                     monkeypatch):
+    import signal
+
+    import trainer
+    from utils.errors import Interrupted
+
+    argv = f'{R8} --epochs 2 --batch_size 64 --dir_save {tmp_path / "runs"} --cpu'
+    assert main_hinge.main(f'{argv} --save whole'.split()) == 0
+    checks, real_check = [0], trainer.stop_if_asked
+
+    def stop_at_the_eighth_check(where):               # epoch 1: 5 batches and 1 test batch
+        checks[0] += 1
+        if checks[0] == 8:
+            raise Interrupted(signal.SIGINT, where)
+        real_check(where)
+
+    monkeypatch.setattr(trainer, 'stop_if_asked', stop_at_the_eighth_check)
+    assert main_hinge.main(f'{argv} --save parts --reset'.split()) == 128 + signal.SIGINT
+    err = capsys.readouterr().err
+    assert 'SIGINT in epoch 2, batch 2 of 5' in err
+    command = shlex.split(err.split('Resume with:')[1].strip())
+    assert command[:2] == ['python', 'main_hinge.py'] and command[-2:] == ['--load', 'parts']
+    assert '--reset' not in command
+    monkeypatch.setattr(trainer, 'stop_if_asked', real_check)
+    assert main_hinge.main(command[2:]) == 0
+    whole, parts = _results(tmp_path, 'whole'), _results(tmp_path, 'parts')
+    assert [(h['epoch'], h['loss'], h['top1_err']) for h in whole['history']] == \
+           [(h['epoch'], h['loss'], h['top1_err']) for h in parts['history']]
+
+
+def test_the_same_seed_gives_bit_identical_runs(small_demo, tmp_path):
+    argv = f'{R8} --epochs 2 --batch_size 64 --seed 7'
+    first, second = (_run(f'{argv} --save run{i}', tmp_path) for i in (1, 2))
+    assert [(h['loss'], h['train_loss']) for h in first['history']] == \
+           [(h['loss'], h['train_loss']) for h in second['history']]
+    a, b = (load_torch(tmp_path / 'runs' / f'run{i}' / 'model' / 'model_latest.pt', 'm') for i in (1, 2))
+    assert all(torch.equal(a[k], b[k]) for k in a)

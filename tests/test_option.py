@@ -5,6 +5,7 @@ import json
 import pytest
 
 import option
+from utils.errors import UsageError
 
 
 def _flags(shared):
@@ -44,7 +45,25 @@ def test_help_lists_the_flags_in_groups(capsys):
     assert '--legacy_search' in text and '--p1_p2_same_ratio' in text
 
 
-def test_bad_choice_is_rejected_by_argparse():
-    with pytest.raises(SystemExit) as done:
+def test_argparse_errors_become_one_sentence_usage_errors():
+    with pytest.raises(UsageError, match="argument --sparsity_regularizer: invalid choice: 'l3'.*see python"):
         option.parse_args(['--sparsity_regularizer', 'l3'])
-    assert done.value.code == 2
+
+
+def test_typed_data_sets_are_checked_before_the_template_and_must_agree_with_it():
+    assert option.parse_args(['--template', 'CIFAR100']).data_train == 'CIFAR100'
+    assert option.parse_args(['--data_train', 'CIFAR100', '--data_test', 'CIFAR100']).data_test == 'CIFAR100'
+    with pytest.raises(UsageError, match='--data_train foo is not a known data set'):
+        option.parse_args(['--template', 'CIFAR10', '--data_train', 'foo'])
+    with pytest.raises(UsageError, match='--data_train CIFAR100 conflicts with --template CIFAR10'):
+        option.parse_args(['--template', 'CIFAR10', '--data_train', 'CIFAR100'])
+
+
+@pytest.mark.parametrize('flag,value', [('lr', 0.0), ('gamma', 1.5), ('momentum', 1.0), ('q', 0.0),
+                                        ('remain_percentage', 1.01), ('stop_limit', float('nan'))])
+def test_values_outside_their_ranges_are_refused(flag, value):
+    args = option.parse_args([])
+    setattr(args, flag, value)
+    with pytest.raises(UsageError, match=f'--{flag} '):
+        option.check(args)
+    option.check(option.parse_args([]))                     # the defaults themselves are fine

@@ -10,11 +10,32 @@ from utils.rundir import RunLog, remove_run_dir, resolve_run_dir
 def test_save_and_load_resolution(tmp_path):
     args = make_args(f'--dir_save {tmp_path} --save run1')
     assert resolve_run_dir(args) == tmp_path / 'run1'
-    (tmp_path / 'run1').mkdir()
+    assert resolve_run_dir(make_args(f'--dir_save {tmp_path} --save group/run2')) == tmp_path / 'group' / 'run2'
+    (tmp_path / 'run1' / 'model').mkdir(parents=True)
     assert resolve_run_dir(make_args(f'--dir_save {tmp_path} --load run1')) == tmp_path / 'run1'
-    assert resolve_run_dir(make_args(f'--dir_save /nonexistent --load {tmp_path / "run1"}')) == tmp_path / 'run1'
+    assert resolve_run_dir(make_args(f'--dir_save {tmp_path} --load {tmp_path / "run1"}')) == tmp_path / 'run1'
     with pytest.raises(UsageError, match='--load'):
         resolve_run_dir(make_args(f'--dir_save {tmp_path} --load missing'))
+    with pytest.raises(UsageError, match='leads outside --dir_save'):
+        resolve_run_dir(make_args(f'--dir_save {tmp_path / "runs"} --load {tmp_path / "run1"}'))
+
+
+def test_run_directories_never_lead_outside_dir_save(tmp_path):
+    runs, outside = tmp_path / 'runs', tmp_path / 'elsewhere'
+    runs.mkdir()
+    outside.mkdir()
+    (runs / 'link').symlink_to(outside)
+    with pytest.raises(UsageError, match='--save link leads outside --dir_save'):
+        resolve_run_dir(make_args(f'--dir_save {runs} --save link'))
+    for name in ('../x', 'a b', 'a;b', '$(touch x)', '.hidden/..', '', '/abs'):
+        args = make_args(f'--dir_save {runs}')
+        args.save = name
+        with pytest.raises(UsageError, match='is not a run name'):
+            resolve_run_dir(args)
+    (tmp_path / 'afile').write_text('x')
+    with pytest.raises(UsageError, match='is a file'):
+        resolve_run_dir(make_args(f'--dir_save {tmp_path / "afile"} --save r'))
+    assert sorted(p.name for p in tmp_path.rglob('*')) == ['afile', 'elsewhere', 'link', 'runs']
 
 
 def test_reset_only_deletes_inside_dir_save(tmp_path):

@@ -47,8 +47,35 @@ def test_nan_stops_the_epoch_naming_epoch_and_batch():
     optimizer = torch.optim.SGD(trainer.net.parameters(), lr=0.1)
     for g in optimizer.param_groups:
         g['initial_lr'] = 0.1
-    with pytest.raises(NonFiniteError, match='epoch 3, batch 1'):
+    with pytest.raises(NonFiniteError, match='the loss became NaN/inf in epoch 3, batch 1'):
         trainer.train_epoch(3, optimizer, 1.0, _NaNHooks(), 3)
+
+
+class _InfGradientAtBatch(BatchHooks):
+    """A finite loss whose gradient is inf at one batch, and a matrix flag raised at another."""
+
+    def __init__(self, net, bad_batch, flag_batch):
+        self.net, self.bad_batch, self.flag_batch, self.batch = net, bad_batch, flag_batch, 0
+
+    def extra_loss(self):
+        self.batch += 1
+        if self.batch != self.bad_batch:
+            return None
+        return torch.sqrt((self.net.classifier.weight * 0).sum().abs())      # 0, with a NaN gradient
+
+    def nonfinite(self):
+        return torch.tensor(self.batch == self.flag_batch)
+
+
+@pytest.mark.parametrize('bad,flag,message', [(2, 0, '^the gradients became NaN/inf in epoch 1, batch 2'),
+                                              (0, 3, '^a sparsity-inducing matrix became NaN/inf in epoch 1, batch 3')])
+def test_nonfinite_gradients_and_matrices_name_their_batch(bad, flag, message):
+    trainer, _ = _trainer('--template Demo --model ResNet --depth 8 --downsample_type A --batch_size 256')
+    optimizer = torch.optim.SGD(trainer.net.parameters(), lr=0.1)
+    for g in optimizer.param_groups:
+        g['initial_lr'] = 0.1
+    with pytest.raises(NonFiniteError, match=message):
+        trainer.train_epoch(1, optimizer, 1.0, _InfGradientAtBatch(trainer.net, bad, flag), 1)
 
 
 class _Constant(nn.Module):

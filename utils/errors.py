@@ -1,4 +1,4 @@
-"""The one exception type for problems a user can fix from the command line."""
+"""Exceptions that end a run with a message instead of a traceback."""
 
 
 class UsageError(Exception):
@@ -7,3 +7,11 @@ class UsageError(Exception):
 
 class NonFiniteError(Exception):
     """Training produced NaN or inf; the message names the epoch and batch."""
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived; the run stopped at a batch boundary (exit status 128 + signal number)."""
+
+    def __init__(self, signum: int, where: str):
+        super().__init__(where)
+        self.signum, self.where = signum, where

@@ -1,9 +1,10 @@
-"""Atomic writes (temp file + rename) and weights-only checkpoint loading."""
+"""Atomic writes (temp file + rename), commits of several files at once, and weights-only checkpoint loading."""
 
 import io
 import json
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,10 @@ def load_torch(path: Path, what: str) -> Any:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f'{what}: file {path} does not exist; check the path.')
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if not (head.startswith(b'PK') or head.startswith(b'\x80')):
+        raise UsageError(f'{what}: {path} is not a PyTorch file (torch.save writes a zip archive or a pickle).')
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
@@ -71,3 +76,50 @@ def load_torch(path: Path, what: str) -> Any:
     except (RuntimeError, EOFError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(f'{what}: {path} is not a readable PyTorch file ({first}).') from None
+
+
+PENDING = '.pending'
+COMPLETE = '.complete'
+
+
+class Commit:
+    """The files of one step of a run (an epoch's checkpoint and logs, the compression), written into
+    run/.pending and moved into place together: a kill at any moment leaves either all of them or none
+    (recover() finishes a commit that was complete, or drops one that was not)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.pending = self.run_dir / PENDING
+        if self.pending.exists():
+            shutil.rmtree(self.pending)
+
+    def path(self, name: str) -> Path:
+        """Where to write run_dir/name for this commit."""
+        return self.pending / name
+
+    def done(self) -> None:
+        """Mark the commit complete, then move every file into place."""
+        write_bytes_atomic(self.pending / COMPLETE, b'')
+        _move_pending(self.run_dir)
+
+
+def _move_pending(run_dir: Path) -> None:
+    pending = run_dir / PENDING
+    for source in sorted(p for p in pending.rglob('*') if p.is_file() and p.name != COMPLETE):
+        target = run_dir / source.relative_to(pending)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+    shutil.rmtree(pending)
+
+
+def recover(run_dir: Path) -> None:
+    """After a kill: finish a complete commit or drop an incomplete one, and delete half-written temp files."""
+    run_dir = Path(run_dir)
+    pending = run_dir / PENDING
+    if (pending / COMPLETE).is_file():
+        _move_pending(run_dir)
+    elif pending.exists():
+        shutil.rmtree(pending)
+    if run_dir.is_dir():
+        for stray in run_dir.rglob('.*.tmp'):
+            stray.unlink()

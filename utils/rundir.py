@@ -1,6 +1,8 @@
 """The run directory (--dir_save/--save or --load): where logs, checkpoints and results live."""
 
 import datetime
+import os
+import re
 import shutil
 import sys
 from argparse import Namespace
@@ -8,18 +10,52 @@ from pathlib import Path
 
 from utils.errors import UsageError
 
+RUN_NAME_PART = re.compile(r'[A-Za-z0-9][A-Za-z0-9._+=,@-]*')
+
+
+def _check_name(flag: str, name: str) -> None:
+    """A run name is one or more plain path components (letters, digits, ._+=,@-), never . or .."""
+    parts = name.split('/')
+    if not name or any(not RUN_NAME_PART.fullmatch(part) for part in parts):
+        raise UsageError(f'{flag} {name!r} is not a run name: use letters, digits and ._+=,@- in one or more '
+                         f'path components inside --dir_save (for example {flag} resnet20_run1).')
+
+
+def _check_dir_save(dir_save: Path) -> None:
+    """--dir_save must be a writable directory, or creatable in a writable one."""
+    if dir_save.exists() and not dir_save.is_dir():
+        raise UsageError(f'--dir_save {dir_save} is a file, not a directory; pass a directory for the runs.')
+    existing = dir_save
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f'--dir_save {dir_save}: {existing} is not writable; pass a directory you can write to.')
+
+
+def _contained(run_dir: Path, dir_save: Path, flag: str, name: str) -> Path:
+    """The run directory, refused when it resolves (through links) outside --dir_save."""
+    root = dir_save.resolve()
+    if run_dir.resolve() == root or not run_dir.resolve().is_relative_to(root):
+        raise UsageError(f'{flag} {name} leads outside --dir_save {dir_save}; runs live inside --dir_save.')
+    return run_dir
+
 
 def resolve_run_dir(args: Namespace) -> Path:
-    """The directory of this run: --load when resuming (as given or under --dir_save), else --dir_save/--save."""
+    """The directory of this run, strictly inside --dir_save: --dir_save/--load when resuming (an absolute
+    --load must lie inside --dir_save), else --dir_save/--save."""
+    dir_save = Path(args.dir_save)
+    _check_dir_save(dir_save)
     if args.load:
-        for candidate in (Path(args.dir_save) / args.load, Path(args.load)):
-            if candidate.is_dir():
-                return candidate
-        raise UsageError(f'--load: no run directory {args.load} (looked in --dir_save {args.dir_save} and the '
-                         'current directory); pass the directory of an earlier run or drop --load.')
-    if not args.save or args.save in ('.', '..'):
-        raise UsageError('--save must name a run directory inside --dir_save (for example --save my_run).')
-    return Path(args.dir_save) / args.save
+        load = Path(args.load)
+        if not load.is_absolute():
+            _check_name('--load', args.load)
+        candidate = _contained(load if load.is_absolute() else dir_save / load, dir_save, '--load', args.load)
+        if not (candidate / 'log.txt').is_file() and not (candidate / 'model').is_dir():
+            raise UsageError(f'--load: {candidate} is not a run directory (no log.txt or model/); pass the name of '
+                             'an earlier run inside --dir_save, or drop --load.')
+        return candidate
+    _check_name('--save', args.save)
+    return _contained(dir_save / args.save, dir_save, '--save', args.save)
 
 
 def remove_run_dir(run_dir: Path, dir_save: str) -> None:
