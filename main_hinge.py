@@ -8,6 +8,7 @@ of the sparsity-inducing matrices), threshold search to the FLOPs target, compre
 
 import copy
 import json
+import os
 import shlex
 import signal
 import sys
@@ -50,12 +51,13 @@ from trainer import (
     test_only,
     train_epochs,
 )
-from utils import plot, signals
+from utils import distributed, plot, signals
 from utils.board import Board, require_tensorboard
 from utils.complexity import ComplexityModel
+from utils.distributed import World, barrier, global_batchnorm
 from utils.errors import Interrupted, NonFiniteError, UsageError
 from utils.io import Commit, load_torch, recover, save_json, save_torch
-from utils.rundir import RunLog, remove_run_dir, resolve_run_dir
+from utils.rundir import RunLog, SilentLog, remove_run_dir, resolve_run_dir
 from utils.schedule import StepSchedule
 from utils.steps import BatchHooks, set_learning_rates
 
@@ -79,18 +81,15 @@ def validate(args: Namespace) -> None:
             and not args.teacher:
         raise UsageError('--distillation and --load_original_param need --teacher BASELINE.pt (the uncompressed '
                          'network of the same family).')
-    if args.n_GPUs > 1:
-        raise UsageError('--n_GPUs > 1 is not supported by this version; train on one GPU.')
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() and not args.cpu else 0
+    if args.n_GPUs > 1 and gpus and args.n_GPUs > gpus:
+        raise UsageError(f'--n_GPUs {args.n_GPUs}: this machine has {gpus} GPU(s); use at most {gpus}.')
     if args.precision == 'half' and (args.cpu or not torch.cuda.is_available()):
         raise UsageError('--precision half needs a GPU; use single (or bf16) on the CPU.')
     StepSchedule(args.decay, args.gamma, args.linear)
     Loss(args.loss)
     if args.summary:
         require_tensorboard()
-
-
-def pick_device(args: Namespace) -> torch.device:
-    return torch.device('cuda' if torch.cuda.is_available() and not args.cpu else 'cpu')
 
 
 def checkpoint_file(path: str) -> Path:
@@ -100,13 +99,16 @@ def checkpoint_file(path: str) -> Path:
 
 
 def open_session(args: Namespace, device: torch.device, data: Data, run_dir: Path, net: nn.Module, results: dict,
-                 budget: int | None, fresh: bool) -> Session:
-    """Create the run directory (after every check has passed) and the objects shared by the stages."""
-    if args.reset and fresh:
+                 budget: int | None, fresh: bool, world: World) -> Session:
+    """Create the run directory (after every check has passed; rank 0 only) and the objects shared by the
+    stages."""
+    if args.reset and fresh and world.main:
         remove_run_dir(run_dir, args.dir_save)
-    log = RunLog(run_dir, args)
-    history = History(run_dir, results, Board(run_dir, args.summary))
+    barrier(world)
+    log = RunLog(run_dir, args) if world.main else SilentLog()
+    history = History(run_dir, results, Board(run_dir, args.summary and world.main))
     criterion = Loss(args.loss).to(device)
+    global_batchnorm(net, world)
     if device.type == 'cuda':
         net.to(memory_format=torch.channels_last)
         for loader in (data.train, data.test):
@@ -115,8 +117,9 @@ def open_session(args: Namespace, device: torch.device, data: Data, run_dir: Pat
     for loader in (data.train, data.test):
         if loader is not None:
             loader.to(device)
-    trainer = Trainer(args, net, criterion, data, log, device)
-    return Session(args, device, data, run_dir, log, history, trainer, criterion, budget)
+            loader.share(world)
+    trainer = Trainer(args, net, criterion, data, log, device, world)
+    return Session(args, device, data, run_dir, log, history, trainer, criterion, budget, world)
 
 
 def describe_model(s: Session, net: nn.Module) -> None:
@@ -143,11 +146,11 @@ def base_results(args: Namespace, data: Data, run_dir: Path, flops: int, params:
 # Baselines
 
 
-def run_baseline(args: Namespace, device: torch.device, budget: int | None) -> dict:
+def run_baseline(args: Namespace, device: torch.device, budget: int | None, world: World) -> dict:
     data = build_data(args)
     net = build_baseline(args)
     run_dir = resolve_run_dir(args)
-    recover(run_dir)
+    recover_run(run_dir, world)
     resuming = bool(args.load) and (has_finished_epoch(run_dir, 'baseline') or args.test_only)
     if resuming:
         model_file = resume_point(run_dir, 'baseline', args.resume)[0]
@@ -161,7 +164,7 @@ def run_baseline(args: Namespace, device: torch.device, budget: int | None) -> d
     flops, params = counter.flops(), counter.params()
     net.to(device)
     s = open_session(args, device, data, run_dir, net, base_results(args, data, run_dir, flops, params, flops, params),
-                     budget, fresh=not resuming)
+                     budget, not resuming, world)
     describe_model(s, net)
     s.log.write(f'Flops: {flops / 1e9:.4f} [G] counted analytically; Params: {params / 1e3:.2f} [k]\n')
     if args.test_only:
@@ -263,10 +266,10 @@ def save_run_plan(s: Session, hm: HingeModel, layer_weights: list[float] | None)
     save_json({'plan': hm.plan.to_dict(), 'layer_weights': layer_weights}, s.run_dir / PLAN_FILE)
 
 
-def run_hinge(args: Namespace, device: torch.device, budget: int | None) -> dict:
+def run_hinge(args: Namespace, device: torch.device, budget: int | None, world: World) -> dict:
     data = build_data(args)
     run_dir = resolve_run_dir(args)
-    recover(run_dir)
+    recover_run(run_dir, world)
     phase = hinge_phase(args, run_dir)
     if args.test_only and not args.pretrain and not args.load:
         raise UsageError('--test_only needs a checkpoint: pass --pretrain FILE (or --load RUN_DIR).')
@@ -283,9 +286,9 @@ def run_hinge(args: Namespace, device: torch.device, budget: int | None) -> dict
     flops_c, params_c = hm.cost()
     hm.net.to(device)
     results = base_results(args, data, run_dir, hm.baseline_flops, hm.baseline_params, flops_c, params_c)
-    s = open_session(args, device, data, run_dir, hm.net, results, budget, fresh=phase == 'fresh')
+    s = open_session(args, device, data, run_dir, hm.net, results, budget, phase == 'fresh', world)
     describe_model(s, hm.net)
-    if phase in ('fresh', 'search') and not (run_dir / PLAN_FILE).is_file():
+    if phase in ('fresh', 'search') and not (run_dir / PLAN_FILE).is_file() and world.main:
         save_run_plan(s, hm, layer_weights)
     if phase == 'fresh' and not args.pretrain:
         s.log.write('Warning: no --pretrain given; compressing a randomly initialised network.')
@@ -321,7 +324,8 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: list[float] | None,
     """
     args = s.args
     controller = SearchController(hm, args, layer_weights if args.layer_balancing else None)
-    optimizer = make_optimizer(args, search_param_groups(hm, args.lr, args.lr_ratio, args.legacy_search), args.lr)
+    optimizer = make_optimizer(args, search_param_groups(hm, args.lr, args.lr_ratio, args.legacy_search), args.lr,
+                               tensor_lrs=hm.policy.separate_roles)
     schedule = StepSchedule(args.decay, args.gamma, args.linear)
     hooks = SearchHooks(controller, args)
     epoch, ratios = resume_stage(s, 'search', optimizer), []
@@ -349,9 +353,9 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: list[float] | None,
         ratio = flops_c / hm.baseline_flops
         ratios.append(ratio)
         s.history.add_epoch('search', epoch, stats, test,
-                            {'lr': optimizer.param_groups[-1]['lr'], 'flops_ratio': ratio, 'flops_compressed': flops_c,
-                             'params_compressed': params_c, 'params_ratio': params_c / hm.baseline_params,
-                             'threshold': args.threshold})
+                            {'lr': float(optimizer.param_groups[-1]['lr']), 'flops_ratio': ratio,
+                             'flops_compressed': flops_c, 'params_compressed': params_c,
+                             'params_ratio': params_c / hm.baseline_params, 'threshold': args.threshold})
         log_evaluation(s, test)
         s.log.write(f'Time: {stats["seconds"]:.2f}s\n')
         s.log.write(complexity_line(hm.baseline_flops, hm.baseline_params, flops_c, params_c))
@@ -389,6 +393,7 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
         reset_to_teacher(hm, teacher, args)
     compress(hm.families, kept, hm.net, args.legacy_search)
     hm.retrace()
+    s.trainer.set_network(hm.net)
     flops_now, params_now = hm.cost()
     test = s.trainer.evaluate()
     s.log.write(complexity_line(hm.baseline_flops, hm.baseline_params, flops_now, params_now))
@@ -397,12 +402,13 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
     s.history.results.update(flops_compressed=flops_now, params_compressed=params_now,
                              flops_ratio=flops_now / hm.baseline_flops, params_ratio=params_now / hm.baseline_params,
                              threshold=threshold, compressed_top1_err=test[1], search_epochs=epoch_continue - 1)
-    commit = Commit(s.run_dir)
-    s.history.write_results(commit.pending)
-    plot.per_layer_ratio(per_layer, commit.path('per_layer_compression_ratio.png'))
-    save_files(commit.pending, {f'model/{FILES["converging"][0]}': hm.net.state_dict(), FILES['converging'][4]: 0,
-                                'compression_information.pt': info})
-    commit.done()
+    if s.world.main:
+        commit = Commit(s.run_dir)
+        s.history.write_results(commit.pending)
+        plot.per_layer_ratio(per_layer, commit.path('per_layer_compression_ratio.png'))
+        save_files(commit.pending, {f'model/{FILES["converging"][0]}': hm.net.state_dict(),
+                                    FILES['converging'][4]: 0, 'compression_information.pt': info})
+        commit.done()
 
 
 def converging_stage(s: Session, hm: HingeModel, teacher: nn.Module | None, epoch_continue: int) -> None:
@@ -418,7 +424,8 @@ def converging_stage(s: Session, hm: HingeModel, teacher: nn.Module | None, epoc
                         f'\tConverging Stage (Searching Epoch {epoch_continue})', CONVERGING_STREAM, epoch_continue)
     if hm.plan.merges and last >= args.epochs:
         hm.merge()
-        save_torch(hm.net.state_dict(), s.run_dir / 'model' / MERGED_FILE)
+        if s.world.main:
+            save_torch(hm.net.state_dict(), s.run_dir / 'model' / MERGED_FILE)
         s.log.write(f'Merged every (conv, A) pair the plan merges; saved model/{MERGED_FILE}.')
     summary(s, hm)
 
@@ -442,15 +449,33 @@ def summary(s: Session, hm: HingeModel) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def recover_run(run_dir: Path, world: World) -> None:
+    """Finish or drop the step a kill interrupted (rank 0), before anything reads the run directory."""
+    if world.main:
+        recover(run_dir)
+    barrier(world)
+
+
 def run(args: Namespace, epoch_budget: int | None = None) -> dict:
     """Run what the flags ask for; `epoch_budget` stops cleanly after that many training epochs (resume with
-    --load). Returns the content of results.json."""
+    --load). Returns the content of results.json. Under torchrun every process runs this."""
     validate(args)
-    torch.manual_seed(args.seed)
-    device = pick_device(args)
-    if is_baseline(args.model):
-        return run_baseline(args, device, epoch_budget)
-    return run_hinge(args, device, epoch_budget)
+    use_cuda = torch.cuda.is_available() and not args.cpu
+    world = distributed.start(use_cuda)
+    try:
+        torch.manual_seed(args.seed)
+        device = torch.device('cuda', world.local_rank) if use_cuda else torch.device('cpu')
+        if is_baseline(args.model):
+            return run_baseline(args, device, epoch_budget, world)
+        return run_hinge(args, device, epoch_budget, world)
+    finally:
+        distributed.finish(world)
+
+
+def relaunch_with_torchrun(processes: int, argv: list[str]) -> None:
+    """--n_GPUs N outside torchrun: become `torchrun --standalone --nproc_per_node N main_hinge.py ...`."""
+    os.execv(sys.executable, [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                              f'--nproc_per_node={processes}', str(Path(__file__).resolve()), *argv])
 
 
 def resume_command(argv: list[str], run_name: str) -> str:
@@ -472,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with signals.caught():
             args = option.parse_args(argv)
+            if args.n_GPUs > 1 and not distributed.launched_by_torchrun():
+                validate(args)
+                relaunch_with_torchrun(args.n_GPUs, argv)
             run(args)
     except UsageError as err:
         print(f'main_hinge.py: error: {err}', file=sys.stderr)

@@ -20,10 +20,13 @@ def _add_hardware(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group('hardware')
     g.add_argument('--n_threads', type=int, default=6, help='worker processes for ImageFolder data loading')
     g.add_argument('--cpu', action='store_true', help='run on the CPU even when a GPU is present')
-    g.add_argument('--n_GPUs', type=int, default=1, help='number of GPUs (use torchrun for more than one)')
+    g.add_argument('--n_GPUs', type=int, default=1,
+                   help='number of processes, one per GPU (N > 1 starts them through torchrun; on the CPU, gloo)')
     g.add_argument('--seed', type=int, default=1, help='random seed')
     g.add_argument('--precision', default='single', choices=['single', 'half', 'bf16'],
                    help='single: float32; half/bf16: mixed-precision autocast on the GPU')
+    g.add_argument('--compile', action='store_true',
+                   help='run the training step through torch.compile (falls back to eager where it fails)')
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:

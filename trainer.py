@@ -7,6 +7,7 @@ stages of one run share; save_epoch/restore_history/resume_point keep the origin
 """
 
 import contextlib
+import gc
 import json
 import time
 from argparse import Namespace
@@ -15,18 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
 from data import Data
+from data.batches import TensorBatches
 from loss import ErrorMeter, Loss, distillation
 from utils import plot
 from utils.board import Board
+from utils.distributed import SINGLE, World, compiled, wrapped
 from utils.errors import NonFiniteError
 from utils.io import Commit, load_torch, save_json, save_torch
 from utils.rundir import RunLog
 from utils.schedule import StepSchedule
-from utils.signals import stop_if_asked
+from utils.signals import stop_if_asked, stop_together
 from utils.steps import BatchHooks, set_learning_rates
 
 DISTILL_WEIGHT, TEMPERATURE = 0.4, 4.0
@@ -72,19 +76,30 @@ def forward(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 class Trainer:
-    """Trains and evaluates one network on one data set, logging in the original format."""
+    """Trains and evaluates one network on one data set, logging in the original format. With several
+    processes each trains on its share of every batch through DDP, and every metric covers all of them."""
 
     def __init__(self, args: Namespace, net: nn.Module, criterion: nn.Module, data: Data, log: RunLog,
-                 device: torch.device):
-        self.args, self.net, self.criterion = args, net, criterion
-        self.data, self.log, self.device = data, log, device
+                 device: torch.device, world: World = SINGLE):
+        self.args, self.criterion = args, criterion
+        self.data, self.log, self.device, self.world = data, log, device, world
         self.teacher: nn.Module | None = None
         self.eval_images_per_second = 0.0
+        self.set_network(net)
+
+    def set_network(self, net: nn.Module) -> None:
+        """Train `net` from now on (again after compression changed its shapes): DDP and torch.compile are
+        applied to it here. A previous DDP wrapper is destroyed first: it holds the gradient accumulators of
+        the parameters at their old shapes."""
+        self.model = None
+        gc.collect()
+        self.net = net
+        self.model = compiled(wrapped(net, self.world, self.device), self.args.compile, self.log)
 
     def train_epoch(self, epoch: int, optimizer: torch.optim.Optimizer, lr_factor: float,
                     hooks: BatchHooks, stream: int) -> dict:
         """One pass over the training set; returns mean loss, errors, throughput."""
-        args, net, loader = self.args, self.net, self.data.train
+        args, net, loader, world = self.args, self.net, self.data.train, self.world
         torch.manual_seed(args.seed * 1_000_003 + stream)
         loader.set_epoch(stream)
         net.train()
@@ -92,24 +107,25 @@ class Trainer:
         meter = ErrorMeter(self.device)
         bad = torch.zeros(len(loader), dtype=torch.uint8, device=self.device)
         start = last_print = fetched = time.perf_counter()
-        seen, data_time = 0, 0.0
-        bar = tqdm(loader, total=len(loader), ncols=80, leave=False, disable=None, desc=f'epoch {epoch}')
+        seen, data_time = 0.0, 0.0
+        bar = tqdm(loader, total=len(loader), ncols=80, leave=False, disable=None if world.main else True,
+                   desc=f'epoch {epoch}')
         for batch, (images, labels) in enumerate(bar):
             data_time += time.perf_counter() - fetched
             hooks.zero_grad(optimizer)
             with autocast(self.device, args.precision):
-                logits = forward(net, images)
+                logits = forward(self.model, images)
                 nll = self.criterion(logits.float(), labels)
-            loss = nll
-            extra = hooks.extra_loss()
-            if extra is not None:
-                loss = loss + extra
             kd = None
             if self.teacher is not None:
                 with torch.no_grad(), autocast(self.device, args.precision):
                     teacher_logits = self.teacher(images)
                 kd = distillation(logits.float(), teacher_logits.float(), TEMPERATURE)
-                loss = kd * DISTILL_WEIGHT + loss * (1 - DISTILL_WEIGHT)
+            share = loader.share_weight(batch, labels.shape[0])
+            loss = (nll if kd is None else kd * DISTILL_WEIGHT + nll * (1 - DISTILL_WEIGHT)) * share
+            extra = hooks.extra_loss()
+            if extra is not None:
+                loss = loss + extra
             loss.backward()
             gradients_ok = gradients_finite(optimizer)
             hooks.after_backward(optimizer, lr_factor)
@@ -117,25 +133,33 @@ class Trainer:
             hooks.after_step(batch, optimizer)
             meter.update(nll, logits, labels)
             bad[batch] = nonfinite_code(loss, gradients_ok, hooks.nonfinite())
-            seen += labels.shape[0]
-            stop_if_asked(f'epoch {epoch}, batch {batch + 1} of {len(loader)}')
+            seen += labels.shape[0] * world.size / share
+            where = f'epoch {epoch}, batch {batch + 1} of {len(loader)}'
+            if not world.distributed:
+                stop_if_asked(where)
             if (batch + 1) % args.print_every == 0:
                 self._check_finite(bad, hooks, epoch)
+                stop_together(where, world)
                 now = time.perf_counter()
                 self._log_progress(seen, loss, kd, meter, hooks, now - last_print - data_time, data_time)
                 last_print, data_time = now, 0.0
             fetched = time.perf_counter()
         bar.close()
         self._check_finite(bad, hooks, epoch)
+        stop_together(f'epoch {epoch}', world)
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
-        train_loss, top1, top5 = meter.result()
+        train_loss, top1, top5 = meter.result(world)
         return {'train_loss': train_loss, 'train_top1_err': top1, 'train_top5_err': top5,
                 'images_per_second': seen / max(seconds, 1e-9), 'seconds': seconds}
 
     def _check_finite(self, bad: torch.Tensor, hooks: BatchHooks, epoch: int) -> None:
-        """Stop at the first batch whose loss, gradients or matrices were not finite (one host read)."""
+        """Stop at the first batch whose loss, gradients or matrices were not finite on any process (one host
+        read)."""
+        if self.world.distributed:
+            bad = bad.clone()
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         if bool(bad.any()):
             first = int(bad.nonzero()[0])
             code = int(bad[first])
@@ -143,10 +167,11 @@ class Trainer:
             raise NonFiniteError(f'{what} became NaN/inf in epoch {epoch}, batch {first + 1}; the run stopped and '
                                  'its last finished epoch is kept; lower --lr or --regularization_factor.')
 
-    def _log_progress(self, seen: int, loss: torch.Tensor, kd, meter: ErrorMeter, hooks: BatchHooks,
+    def _log_progress(self, seen: float, loss: torch.Tensor, kd, meter: ErrorMeter, hooks: BatchHooks,
                       model_seconds: float, data_seconds: float) -> None:
-        total = self.data.train.num_samples
-        nll, top1, top5 = meter.result()
+        total = self.data.train.num_samples * (1 if isinstance(self.data.train, TensorBatches) else self.world.size)
+        nll, top1, top5 = meter.result(self.world)
+        seen = round(seen)
         line = f'{seen}/{total} ({100.0 * seen / total:.0f}%)\t'
         if hooks.hinge_format:
             line += f'Total: {float(loss.detach()):.3f}' + hooks.status()
@@ -165,13 +190,15 @@ class Trainer:
         self.net.eval()
         meter = ErrorMeter(self.device)
         start = time.perf_counter()
-        for images, labels in tqdm(self.data.test, ncols=80, leave=False, disable=None, desc='test'):
-            stop_if_asked('the evaluation')
+        for images, labels in tqdm(self.data.test, ncols=80, leave=False, disable=None if self.world.main else True,
+                                   desc='test'):
+            if not self.world.distributed:
+                stop_if_asked('the evaluation')
             with autocast(self.device, self.args.precision):
                 logits = forward(self.net, images)
             meter.update(self.criterion(logits.float(), labels), logits, labels)
-        result = meter.result()
-        self.eval_images_per_second = meter.count / max(time.perf_counter() - start, 1e-9)
+        result = meter.result(self.world)
+        self.eval_images_per_second = meter.count * self.world.size / max(time.perf_counter() - start, 1e-9)
         self.net.train(training)
         return result
 
@@ -257,6 +284,7 @@ class Session:
     trainer: Trainer
     criterion: Loss
     budget: int | None
+    world: World = SINGLE
 
     def close(self) -> None:
         self.history.board.close()
@@ -289,7 +317,9 @@ def log_evaluation(s: Session, test: tuple, epoch_continue: int | None = None) -
 def save_epoch(s: Session, stage: str, epoch: int, optimizer: torch.optim.Optimizer,
                write_more: Callable[[Path], None] | None = None) -> None:
     """Checkpoint, logs, plots and results.json after an epoch (and what `write_more` writes into the given
-    folder), committed together: a kill leaves the run at this epoch or at the previous one."""
+    folder), committed together: a kill leaves the run at this epoch or at the previous one. Rank 0 only."""
+    if not s.world.main:
+        return
     latest, best, numbered, optimizer_file, epochs_file = FILES[stage]
     state = s.trainer.net.state_dict()
     files = {f'model/{latest}': state}
@@ -353,8 +383,9 @@ def resume_stage(s: Session, stage: str, optimizer: torch.optim.Optimizer) -> in
     return epoch
 
 
-def make_optimizer(args: Namespace, groups: list[dict], lr: float) -> torch.optim.Optimizer:
-    """SGD (or Adam/RMSprop for baselines) with each group's base lr kept as 'initial_lr'."""
+def make_optimizer(args: Namespace, groups: list[dict], lr: float, tensor_lrs: bool = False) -> torch.optim.Optimizer:
+    """SGD (or Adam/RMSprop for baselines) with each group's base lr kept as 'initial_lr'. `tensor_lrs`: the
+    lrs will be device tensors (the gradient-ratio adjustment), which the fused SGD uses without a host sync."""
     for g in groups:
         g.setdefault('lr', lr)
         g.setdefault('initial_lr', g['lr'])
@@ -363,7 +394,7 @@ def make_optimizer(args: Namespace, groups: list[dict], lr: float) -> torch.opti
     if args.optimizer == 'RMSprop':
         return torch.optim.RMSprop(groups, lr=lr, eps=args.epsilon, weight_decay=args.weight_decay)
     return torch.optim.SGD(groups, lr=lr, momentum=args.momentum, nesterov=args.nesterov,
-                           weight_decay=args.weight_decay)
+                           weight_decay=args.weight_decay, fused=True if tensor_lrs else None)
 
 
 def train_epochs(s: Session, stage: str, optimizer: torch.optim.Optimizer, start: int, last: int,
@@ -379,7 +410,7 @@ def train_epochs(s: Session, stage: str, optimizer: torch.optim.Optimizer, start
         s.log.write(f'[Epoch {epoch}]\t{describe_lrs(optimizer)}{stage_text}')
         stats = s.trainer.train_epoch(epoch, optimizer, factor, hooks, stream_offset + epoch)
         test = s.trainer.evaluate()
-        s.history.add_epoch(stage, epoch, stats, test, {'lr': optimizer.param_groups[0]['lr']})
+        s.history.add_epoch(stage, epoch, stats, test, {'lr': float(optimizer.param_groups[0]['lr'])})
         log_evaluation(s, test, epoch_continue)
         s.log.write(f'Time: {stats["seconds"]:.2f}s\n')
         save_epoch(s, stage, epoch, optimizer)
@@ -394,11 +425,12 @@ def test_only(s: Session, extra: dict | None = None) -> dict:
     test = s.trainer.evaluate()
     s.history.add_epoch('test', 0, None, test, dict(extra or {}, images_per_second=s.trainer.eval_images_per_second))
     log_evaluation(s, test)
-    commit = Commit(s.run_dir)
-    if not s.args.load:
-        save_files(commit.pending, s.history.files())
-        s.history.write_plots(True, commit.pending)
-    s.history.write_results(commit.pending)
-    commit.done()
+    if s.world.main:
+        commit = Commit(s.run_dir)
+        if not s.args.load:
+            save_files(commit.pending, s.history.files())
+            s.history.write_plots(True, commit.pending)
+        s.history.write_results(commit.pending)
+        commit.done()
     s.close()
     return s.history.results

@@ -5,8 +5,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from utils.distributed import World
 from utils.errors import UsageError
 
 MEAN = (0.485, 0.456, 0.406)
@@ -29,8 +30,29 @@ class FolderBatches:
         return len(self.loader)
 
     def set_epoch(self, epoch: int) -> None:
-        if self.loader.generator is not None:
+        if isinstance(self.loader.sampler, DistributedSampler):
+            self.loader.sampler.set_epoch(epoch)
+        elif self.loader.generator is not None:
             self.loader.generator.manual_seed(self.seed * 1_000_003 + epoch)
+
+    def share(self, world: World) -> None:
+        """Each process reads its part: a distributed sampler (batch_size / processes each) for training,
+        a contiguous slice of the test set."""
+        if not world.distributed:
+            return
+        old = self.loader
+        common = {'num_workers': old.num_workers, 'pin_memory': old.pin_memory}
+        if old.generator is not None:
+            sampler = DistributedSampler(old.dataset, world.size, world.rank, shuffle=True, seed=self.seed)
+            self.loader = DataLoader(old.dataset, batch_size=-(-old.batch_size // world.size), sampler=sampler,
+                                     **common)
+        else:
+            part = torch.tensor_split(torch.arange(len(old.dataset)), world.size)[world.rank].tolist()
+            self.loader = DataLoader(Subset(old.dataset, part), batch_size=old.batch_size, shuffle=False, **common)
+
+    def share_weight(self, batch: int, local: int) -> float:
+        """The processes' shares have the same size here (the sampler pads), so their mean losses average."""
+        return 1.0
 
     def to(self, device: torch.device) -> 'FolderBatches':
         self.device = device

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.distributed import SINGLE, World, sum_over_processes
 from utils.errors import UsageError
 
 
@@ -69,9 +70,13 @@ class ErrorMeter:
         self.loss += loss.detach().float() * n
         self.count += n
 
-    def result(self) -> tuple[float, float, float]:
-        """(mean loss, top-1 error %, top-5 error %), rounded through float32 as the original logs them."""
-        n = np.float32(max(self.count, 1))
-        wrong = self.wrong.cpu().numpy().astype(np.float32)
-        loss = np.float32(self.loss.item()) / n
+    def result(self, world: World = SINGLE) -> tuple[float, float, float]:
+        """(mean loss, top-1 error %, top-5 error %) over every process's samples, rounded through float32 as
+        the original logs them."""
+        totals = torch.cat([self.loss.double().view(1), self.wrong.double(),
+                            torch.tensor([float(self.count)], dtype=torch.float64, device=self.wrong.device)])
+        loss_sum, wrong1, wrong5, count = sum_over_processes(totals, world).tolist()
+        n = np.float32(max(count, 1))
+        wrong = np.array([wrong1, wrong5], dtype=np.float32)
+        loss = np.float32(loss_sum) / n
         return float(loss), float(np.float32(100.0) * wrong[0] / n), float(np.float32(100.0) * wrong[1] / n)

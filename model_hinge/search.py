@@ -94,8 +94,9 @@ class SearchController:
                            torch.where(p1 <= self.args.annealing_t1, base / a, base))
 
     @torch.no_grad()
-    def update_grad_ratio(self) -> float:
-        """Running ratio sum||grad A1 groups|| / sum||grad A2 groups|| (weight 0.9 on the new value, clipped)."""
+    def update_grad_ratio(self) -> torch.Tensor:
+        """Running ratio sum||grad A1 groups|| / sum||grad A2 groups|| (weight 0.9 on the new value, clipped),
+        kept on the device."""
         sums = torch.zeros(self.roles, device=self.device)
         for bank in self.banks:
             sums += bank.role_sums(bank.family_sums(bank.grad_norms()), self.roles)
@@ -107,16 +108,17 @@ class SearchController:
             blended = (previous * (1 - RATIO_MOMENTUM) + ratio * RATIO_MOMENTUM).clamp(*RATIO_BOUNDS)
             new = torch.where(torch.isfinite(ratio), blended, previous)
         self.hm.net.running_grad_ratio = new
-        return float(new)
+        return new
 
-    def lr_multipliers(self, n_groups: int, ratio: float) -> list[float]:
-        """p1: every group but the last divided by r^1.35; p2: the last multiplied by r^1.35."""
-        r = ratio if ratio != 0 else 1.0
+    def lr_multipliers(self, n_groups: int, ratio: torch.Tensor) -> list:
+        """p1: every group but the last divided by r^1.35; p2: the last multiplied by r^1.35 (r = 0 counts as
+        1). Device tensors: the lrs they give never need the host."""
+        r = torch.where(ratio == 0, torch.ones_like(ratio), ratio)
         if self.args.lr_adjust_method == 'p1':
             return [r ** -RATIO_EXPONENT] * (n_groups - 1) + [1.0]
         return [1.0] * (n_groups - 1) + [r ** RATIO_EXPONENT]
 
-    def prox_lrs(self, optimizer: torch.optim.Optimizer) -> list[float]:
+    def prox_lrs(self, optimizer: torch.optim.Optimizer) -> list:
         """The lr that scales each role's proximal threshold (the policy's prox_lr)."""
         lrs = [g['lr'] for g in optimizer.param_groups]
         if self.policy.prox_lr == 'role_group' and len(lrs) == self.roles + 1:
@@ -124,10 +126,13 @@ class SearchController:
         return [lrs[-1]] * self.roles
 
     @torch.no_grad()
-    def proximal_step(self, role_lrs: list[float], regularization: torch.Tensor) -> None:
-        """One proximal step on every group: threshold = regularization * lr of its role (* layer weight)."""
-        uniform = len(set(role_lrs)) == 1
-        lrs = None if uniform else torch.tensor(role_lrs, dtype=torch.float32, device=self.device)
+    def proximal_step(self, role_lrs: list, regularization: torch.Tensor) -> None:
+        """One proximal step on every group: threshold = regularization * lr of its role (* layer weight).
+        The lrs are numbers or device tensors (adjusted lrs), never copied to the device here."""
+        uniform = all(lr is role_lrs[0] for lr in role_lrs) or (
+            not any(isinstance(lr, torch.Tensor) for lr in role_lrs) and len(set(role_lrs)) == 1)
+        lrs = None if uniform else torch.stack([torch.as_tensor(lr, dtype=torch.float32, device=self.device)
+                                                 for lr in role_lrs])
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         for bank, weights in zip(self.banks, self.group_weights, strict=True):
             norms = bank.norms()
@@ -259,7 +264,7 @@ class SearchHooks(BatchHooks):
         self.adjust = controller.policy.separate_roles
         self.penalty = torch.zeros(controller.roles)
         previous = getattr(controller.hm.net, 'running_grad_ratio', None)
-        self.ratio = float(previous) if previous is not None else 1.0
+        self.ratio = previous.clone() if previous is not None else torch.ones((), device=controller.device)
 
     def begin_epoch(self, lr_factor: float) -> None:
         self.c.start_epoch()

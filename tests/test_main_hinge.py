@@ -462,3 +462,16 @@ def test_the_same_seed_gives_bit_identical_runs(small_demo, tmp_path):
            [(h['loss'], h['train_loss']) for h in second['history']]
     a, b = (load_torch(tmp_path / 'runs' / f'run{i}' / 'model' / 'model_latest.pt', 'm') for i in (1, 2))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_n_gpus_above_one_relaunches_the_same_command_through_torchrun(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(main_hinge.os, 'execv', lambda path, argv: calls.append(argv) or sys.exit(0))
+    monkeypatch.delenv('WORLD_SIZE', raising=False)
+    argv = f'{R8} --cpu --n_GPUs 2 --save multi --dir_save {tmp_path}'.split()
+    with pytest.raises(SystemExit):
+        main_hinge.main(argv)
+    (command,) = calls
+    assert command[1:5] == ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
+    assert command[5].endswith('main_hinge.py') and command[6:] == argv
+    assert not (tmp_path / 'multi').exists()

@@ -91,6 +91,16 @@ class RunLog:
         self._file.close()
 
 
+class SilentLog:
+    """The log of the processes other than rank 0: they write nothing."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class ConsoleLog:
     """The same interface as RunLog for code paths that run before a run directory exists."""
 

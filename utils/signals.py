@@ -5,6 +5,7 @@ import contextlib
 import signal
 from collections.abc import Iterator
 
+from utils.distributed import World, any_process
 from utils.errors import Interrupted
 
 _received: list[int] = []
@@ -33,3 +34,9 @@ def stop_if_asked(where: str) -> None:
     """Raise Interrupted if a signal arrived; `where` says what was running."""
     if _received:
         raise Interrupted(_received[0], where)
+
+
+def stop_together(where: str, world: World) -> None:
+    """At a point every process reaches: stop all of them if any of them received a signal."""
+    if any_process(bool(_received), world):
+        raise Interrupted(_received[0] if _received else signal.SIGTERM, where)
