@@ -123,8 +123,10 @@ def open_session(args: Namespace, device: torch.device, data: Data, run_dir: Pat
 
 
 def describe_model(s: Session, net: nn.Module) -> None:
-    """The network and its parameter/kernel counts at the top of log.txt, as the original writes them."""
-    s.log.write(str(net))
+    """The network and its parameter/kernel counts at the top of log.txt, as the original writes them (the
+    structure goes to the log only)."""
+    s.log.write(str(net), console=False)
+    s.log.write(f'{s.args.model}: the structure is in {s.run_dir / "log.txt"}')
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     kernels = {1: 0, 3: 0, 0: 0}
     for m in convs:
@@ -356,11 +358,11 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: list[float] | None,
                             {'lr': float(optimizer.param_groups[-1]['lr']), 'flops_ratio': ratio,
                              'flops_compressed': flops_c, 'params_compressed': params_c,
                              'params_ratio': params_c / hm.baseline_params, 'threshold': args.threshold})
-        log_evaluation(s, test)
+        log_evaluation(s, test, 'search')
         s.log.write(f'Time: {stats["seconds"]:.2f}s\n')
         s.log.write(complexity_line(hm.baseline_flops, hm.baseline_params, flops_c, params_c))
         save_epoch(s, 'search', epoch, optimizer,
-                   lambda directory: plot.compression_ratio(ratios, directory / 'compression_ratio.png'))
+                   lambda directory: plot.compression_ratio(ratios, directory / 'compression_ratio.png', args.ratio))
         if args.legacy_search and not controller.frozen:
             controller.freeze_compressible()
     return epoch + 1, controller
@@ -406,6 +408,9 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
         commit = Commit(s.run_dir)
         s.history.write_results(commit.pending)
         plot.per_layer_ratio(per_layer, commit.path('per_layer_compression_ratio.png'))
+        searched = [h['flops_ratio'] for h in s.history.results['history'] if h['stage'] == 'search']
+        plot.compression_ratio(searched, commit.path('compression_ratio.png'), args.ratio,
+                               flops_now / hm.baseline_flops)
         save_files(commit.pending, {f'model/{FILES["converging"][0]}': hm.net.state_dict(),
                                     FILES['converging'][4]: 0, 'compression_information.pt': info})
         commit.done()
@@ -421,7 +426,7 @@ def converging_stage(s: Session, hm: HingeModel, teacher: nn.Module | None, epoc
     s.trainer.teacher = teacher if args.distillation else None
     hooks = ConvergingHooks(SearchController(hm, args, None) if hm.families else None)
     last = train_epochs(s, 'converging', optimizer, start, args.epochs, hooks,
-                        f'\tConverging Stage (Searching Epoch {epoch_continue})', CONVERGING_STREAM, epoch_continue)
+                        f'\tConverging Stage (Searching Epoch {epoch_continue})', CONVERGING_STREAM)
     if hm.plan.merges and last >= args.epochs:
         hm.merge()
         if s.world.main:

@@ -3,8 +3,10 @@
 import argparse
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import template
+from model_hinge import NAMES as HINGE_NAMES
 from utils.errors import UsageError
 
 
@@ -31,7 +33,7 @@ def _add_hardware(p: argparse.ArgumentParser) -> None:
 
 def _add_data(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group('data')
-    g.add_argument('--dir_data', default='/scratch_net/ofsoundof/yawli/Datasets/classification',
+    g.add_argument('--dir_data', default=DATA_ROOT,
                    help='data root: cifar-10-batches-py/, cifar-100-python/ or train/ and val/ folders')
     g.add_argument('--data_train', default=None,
                    help='training set: CIFAR10 (default), CIFAR100, Tiny_ImageNet, ImageNet, Demo')
@@ -43,8 +45,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 def _add_run_directory(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group('run directory and logging')
-    g.add_argument('--dir_save', default='/scratch_net/ofsoundof/yawli/logs_iccv19_classification',
-                   help='parent directory of all runs')
+    g.add_argument('--dir_save', default='runs', help='parent directory of all runs')
     g.add_argument('--save', default='test', help='name of this run (a directory inside --dir_save)')
     g.add_argument('--load', default='', help='resume the run in this directory')
     g.add_argument('--resume', type=int, default=-1, help='with --load: epoch checkpoint to resume (-1: latest)')
@@ -60,7 +61,8 @@ def _add_run_directory(p: argparse.ArgumentParser) -> None:
 def _add_model(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group('model')
     g.add_argument('--model', default='DenseNet',
-                   help='baseline (VGG, ResNet, DenseNet, ResNeXt, Wide_ResNet) or Hinge_* model, case-insensitive')
+                   help=f'baseline (VGG, ResNet, DenseNet, ResNeXt, Wide_ResNet) or Hinge model ({HINGE_NAMES}), '
+                        'case-insensitive')
     g.add_argument('--template', default='', help='preset names combined in one string, see template.py')
     g.add_argument('--pretrain', default='',
                    help='checkpoint (.pt file or run directory) to start from or, with --test_only, to evaluate')
@@ -140,8 +142,7 @@ def _add_hinge(p: argparse.ArgumentParser) -> None:
     g.add_argument('--threshold', type=float, default=5e-3, help='starting nullifying threshold on the group norms')
     g.add_argument('--stop_limit', type=float, default=0.05,
                    help='stop searching once the FLOPs ratio is within this of --ratio')
-    g.add_argument('--teacher', type=str,
-                   default='/home/yawli/projects/image_classification/models/mobilenet_v2-b0353104.pth',
+    g.add_argument('--teacher', type=str, default='',
                    help='baseline checkpoint of the teacher for --distillation and --load_original_param')
     g.add_argument('--distillation', action='store_true', help='distil from --teacher in the converging stage')
     g.add_argument('--load_original_param', action='store_true',
@@ -161,6 +162,10 @@ def _add_unused_pruning(p: argparse.ArgumentParser) -> None:
     g.add_argument('--prune_solver', default='SGD', choices=['SGD', 'PG'])
 
 
+# The original's defaults for these three were its authors' home directories; ours are neutral places.
+DATA_ROOT = str(Path('~/projects/data').expanduser())
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with its errors (unknown flag, bad type or choice) reported like every other bad input."""
 
@@ -171,7 +176,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The parser with all flags of the original, grouped for --help."""
     parser = Parser(
-        prog='main_hinge.py',
+        prog='main_hinge.py', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description='Hinge: group-sparsity compression of CNNs (train/evaluate baselines, compress Hinge_* models).')
     for add in (_add_hardware, _add_data, _add_run_directory, _add_model, _add_training, _add_hinge,
                 _add_unused_pruning):

@@ -243,9 +243,10 @@ class History:
         rows = [h[key] for h in self.results['history'] if h['stage'] == stage]
         return rows[-1] <= min(rows)
 
-    def best_line(self, column: int) -> tuple[float, int]:
-        values = self.log_test[:, column]
-        return float(values.min()), int(values.argmin()) + 1
+    def best_of_stage(self, stage: str, key: str) -> tuple[float, int]:
+        """(best value, its epoch number) of a history column within one stage."""
+        rows = [(h[key], h['epoch']) for h in self.results['history'] if h['stage'] == stage]
+        return min(rows, key=lambda row: row[0])
 
     def files(self) -> dict:
         return {'train_log.pt': self.log_train, 'test_log.pt': self.log_test}
@@ -300,18 +301,21 @@ class Session:
         return True
 
 
-def log_evaluation(s: Session, test: tuple, epoch_continue: int | None = None) -> None:
-    """The original's evaluation block (best over all logged epochs)."""
+MEASURES = (('Loss', 'loss'), ('Top1 error', 'top1_err'), ('Top5 error', 'top5_err'))
+
+
+def log_evaluation(s: Session, test: tuple, stage: str) -> None:
+    """The original's evaluation block; the best values are those of the stage, with its epoch numbers as the
+    log shows them (and, while converging, the best of the search)."""
     s.log.write('\nEvaluation:')
-    for i, name in enumerate(('Loss', 'Top1 error', 'Top5 error')):
-        best, at = s.history.best_line(i)
-        s.log.write(f'{name}: {test[i]:.3f} (Best: {best:.3f} from epoch {at})')
-    if epoch_continue is not None and epoch_continue > 1:
-        searched = s.history.log_test[:epoch_continue - 1]
-        if len(searched):
-            s.log.write('\nBest during searching')
-            for i, name in enumerate(('Loss', 'Top1 error', 'Top5 error')):
-                s.log.write(f'{name}: {float(searched[:, i].min()):.3f} from epoch {int(searched[:, i].argmin())}')
+    for value, (name, key) in zip(test, MEASURES, strict=True):
+        best, at = s.history.best_of_stage(stage, key)
+        s.log.write(f'{name}: {value:.3f} (Best: {best:.3f} from epoch {at})')
+    if stage == 'converging' and any(h['stage'] == 'search' for h in s.history.results['history']):
+        s.log.write('\nBest during searching')
+        for name, key in MEASURES:
+            best, at = s.history.best_of_stage('search', key)
+            s.log.write(f'{name}: {best:.3f} from epoch {at}')
 
 
 def save_epoch(s: Session, stage: str, epoch: int, optimizer: torch.optim.Optimizer,
@@ -398,8 +402,7 @@ def make_optimizer(args: Namespace, groups: list[dict], lr: float, tensor_lrs: b
 
 
 def train_epochs(s: Session, stage: str, optimizer: torch.optim.Optimizer, start: int, last: int,
-                 hooks: BatchHooks, stage_text: str = '', stream_offset: int = 0,
-                 epoch_continue: int | None = None) -> int:
+                 hooks: BatchHooks, stage_text: str = '', stream_offset: int = 0) -> int:
     """Epochs start+1..last of a stage (baseline or converging); returns the last finished epoch."""
     schedule = StepSchedule(s.args.decay, s.args.gamma, s.args.linear)
     epoch = start
@@ -411,7 +414,7 @@ def train_epochs(s: Session, stage: str, optimizer: torch.optim.Optimizer, start
         stats = s.trainer.train_epoch(epoch, optimizer, factor, hooks, stream_offset + epoch)
         test = s.trainer.evaluate()
         s.history.add_epoch(stage, epoch, stats, test, {'lr': float(optimizer.param_groups[0]['lr'])})
-        log_evaluation(s, test, epoch_continue)
+        log_evaluation(s, test, stage)
         s.log.write(f'Time: {stats["seconds"]:.2f}s\n')
         save_epoch(s, stage, epoch, optimizer)
     return epoch
@@ -424,12 +427,11 @@ def test_only(s: Session, extra: dict | None = None) -> dict:
         restore_history(s, 'converging', 10 ** 9)
     test = s.trainer.evaluate()
     s.history.add_epoch('test', 0, None, test, dict(extra or {}, images_per_second=s.trainer.eval_images_per_second))
-    log_evaluation(s, test)
+    log_evaluation(s, test, 'test')
     if s.world.main:
         commit = Commit(s.run_dir)
         if not s.args.load:
-            save_files(commit.pending, s.history.files())
-            s.history.write_plots(True, commit.pending)
+            save_files(commit.pending, {'test_log.pt': s.history.log_test})
         s.history.write_results(commit.pending)
         commit.done()
     s.close()

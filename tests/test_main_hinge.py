@@ -43,6 +43,8 @@ def test_original_checkpoints_give_the_originals_numbers(shared, tmp_path, which
     assert main_hinge.main(f'{argv} --test_only --save {which} --pretrain {FIXTURES / expected["file"]} '
                            f'--dir_save {tmp_path} --dir_data {CIFAR_SUBSET}'.split()) == 0
     r = json.loads((tmp_path / which / 'results.json').read_text())
+    assert sorted(p.name for p in (tmp_path / which).iterdir()) == ['config.txt', 'log.txt', 'results.json',
+                                                                   'test_log.pt']
     assert RESULT_KEYS <= set(r)
     for key in ('flops', 'params', 'flops_compressed', 'params_compressed', 'top1_err', 'top5_err'):
         assert r[key] == expected.get(key, r['flops'] if key == 'flops_compressed' else r['params']), key

@@ -118,7 +118,8 @@ def test_history_best_flags_and_restored_logs(tmp_path):
         assert history.is_best('search', 1) == (epoch != 3)
     history.add_epoch('converging', 1, train, (0.5, 60.0, 20.0), {})
     assert history.is_best('converging', 1) and history.results['best_top1_err'] == 60.0
-    assert history.best_line(1) == (40.0, 2)
+    assert history.best_of_stage('search', 'top1_err') == (40.0, 2)
+    assert history.best_of_stage('converging', 'top1_err') == (60.0, 1)     # the stage's own epoch numbers
     restored = History(tmp_path, {'model': 'm'}, Board(tmp_path, False))
     restored.restore(history.results)
     assert torch.equal(restored.log_test, history.log_test) and torch.equal(restored.log_train, history.log_train)

@@ -39,11 +39,16 @@ def loss_curves(run_dir: Path, log_train: torch.Tensor, log_test: torch.Tensor, 
             _save(fig, run_dir / f'{measure}_{split}.pdf')
 
 
-def compression_ratio(ratios: list[float], path: Path) -> None:
-    """The would-be FLOPs ratio after each search epoch."""
+def compression_ratio(ratios: list[float], path: Path, target: float, reached: float | None = None) -> None:
+    """The would-be FLOPs ratio after each search epoch, the target, and the ratio the compression reached."""
     fig = plt.figure()
     plt.title('Network Compression Ratio')
-    plt.plot(np.arange(1, len(ratios) + 1), np.array(ratios))
+    epochs = np.arange(1, len(ratios) + 1)
+    plt.plot(epochs, np.array(ratios), marker='.', label='would-be ratio (at --threshold)')
+    plt.axhline(target, color='gray', linestyle='--', label=f'target {target:.4f}')
+    if reached is not None:
+        plt.plot([len(ratios)], [reached], marker='*', markersize=12, linestyle='', label=f'compressed {reached:.4f}')
+    plt.legend()
     plt.xlabel('Epoch')
     plt.ylabel('Ratio')
     plt.grid(True)

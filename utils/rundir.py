@@ -72,7 +72,7 @@ class RunLog:
 
     def __init__(self, run_dir: Path, args: Namespace):
         self.dir = run_dir
-        (run_dir / 'model').mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
         now = datetime.datetime.now().strftime('%Y-%m-%d-%H:%M:%S')
         with open(run_dir / 'config.txt', 'a') as f:
             f.write(now + '\n\n')
@@ -81,9 +81,11 @@ class RunLog:
             f.write('\n')
         self._file = open(run_dir / 'log.txt', 'a')
 
-    def write(self, text: str) -> None:
-        """Print a line and append it to log.txt (flushed, so a crash keeps everything logged so far)."""
-        print(text, flush=True)
+    def write(self, text: str, console: bool = True) -> None:
+        """Append a line to log.txt (flushed, so a crash keeps everything logged so far) and print it, unless
+        it is only for the log (the model's structure)."""
+        if console:
+            print(text, flush=True)
         self._file.write(text + '\n')
         self._file.flush()
 
@@ -94,7 +96,7 @@ class RunLog:
 class SilentLog:
     """The log of the processes other than rank 0: they write nothing."""
 
-    def write(self, text: str) -> None:
+    def write(self, text: str, console: bool = True) -> None:
         pass
 
     def close(self) -> None:
@@ -104,8 +106,9 @@ class SilentLog:
 class ConsoleLog:
     """The same interface as RunLog for code paths that run before a run directory exists."""
 
-    def write(self, text: str) -> None:
-        print(text, file=sys.stdout, flush=True)
+    def write(self, text: str, console: bool = True) -> None:
+        if console:
+            print(text, file=sys.stdout, flush=True)
 
     def close(self) -> None:
         pass
