@@ -9,6 +9,7 @@ of the sparsity-inducing matrices), threshold search to the FLOPs target, compre
 import copy
 import json
 import sys
+import time
 from argparse import Namespace
 from pathlib import Path
 
@@ -50,7 +51,9 @@ from utils import plot
 from utils.board import Board, require_tensorboard
 from utils.complexity import ComplexityModel
 from utils.errors import NonFiniteError, UsageError
+from utils.export import check_target, describe, export_network
 from utils.io import load_torch, save_json, save_torch
+from utils.report import comparison_table, write_report
 from utils.rundir import RunLog, remove_run_dir, resolve_run_dir
 from utils.schedule import StepSchedule
 from utils.steps import BatchHooks, set_learning_rates
@@ -84,6 +87,15 @@ def validate(args: Namespace) -> None:
             raise UsageError(message + '.')
     if args.n_GPUs > 1:
         raise UsageError('--n_GPUs > 1 is not supported by this version; train on one GPU.')
+    if args.export:
+        if not args.test_only:
+            raise UsageError('--export writes the evaluated network: add --test_only and the checkpoint '
+                             '(--pretrain FILE or --load RUN).')
+        check_target(args.export)
+    elif args.export_merge != 'plan':
+        raise UsageError('--export_merge chooses what --export folds; add --export DIR or drop it.')
+    if args.csv:
+        raise UsageError('--csv formats the --report table; add --report RUN [RUN ...] or drop it.')
     if args.precision == 'half' and (args.cpu or not torch.cuda.is_available()):
         raise UsageError('--precision half needs a GPU; use single (or bf16) on the CPU.')
     StepSchedule(args.decay, args.gamma, args.linear)
@@ -166,6 +178,7 @@ def run_baseline(args: Namespace, device: torch.device, budget: int | None) -> d
     describe_model(s, net)
     s.log.write(f'Flops: {flops / 1e9:.4f} [G] counted analytically; Params: {params / 1e3:.2f} [k]\n')
     if args.test_only:
+        export_evaluated(s, net)
         return test_only(s)
     optimizer = make_optimizer(args, [{'params': [p for p in net.parameters() if p.requires_grad]}], args.lr)
     train_epochs(s, 'baseline', optimizer, resume_stage(s, 'baseline', optimizer), args.epochs, BatchHooks())
@@ -282,6 +295,7 @@ def run_hinge(args: Namespace, device: torch.device, budget: int | None) -> dict
         s.log.write('Warning: no --pretrain given; compressing a randomly initialised network.')
     s.log.write(complexity_line(hm.baseline_flops, hm.baseline_params, flops_c, params_c))
     if phase == 'test':
+        export_evaluated(s, hm.net, hm)
         return test_only(s, {'flops_ratio': flops_c / hm.baseline_flops})
     if phase == 'converging':
         info = load_torch(run_dir / 'compression_information.pt', '--load')
@@ -342,7 +356,7 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: list[float] | None,
         s.history.add_epoch('search', epoch, stats, test,
                             {'lr': optimizer.param_groups[-1]['lr'], 'flops_ratio': ratio, 'flops_compressed': flops_c,
                              'params_compressed': params_c, 'params_ratio': params_c / hm.baseline_params,
-                             'threshold': args.threshold})
+                             'threshold': args.threshold, 'test_seconds': s.trainer.eval_seconds})
         log_evaluation(s, test)
         s.log.write(f'Time: {stats["seconds"]:.2f}s\n')
         s.log.write(complexity_line(hm.baseline_flops, hm.baseline_params, flops_c, params_c))
@@ -366,7 +380,7 @@ def reset_to_teacher(hm: HingeModel, teacher: nn.Module, args: Namespace) -> Non
 def compress_stage(s: Session, hm: HingeModel, controller: SearchController, teacher: nn.Module | None,
                    epoch_continue: int) -> None:
     """Threshold search to --ratio, the compression report, and the physical compression."""
-    args = s.args
+    args, start = s.args, time.perf_counter()
     norms = controller.family_norms()
     if args.legacy_search:
         threshold = controller.search_threshold_legacy(norms, args.ratio, s.log)
@@ -387,7 +401,8 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
                 f'Top5 error: {test[2]:.3f}\n')
     s.history.results.update(flops_compressed=flops_now, params_compressed=params_now,
                              flops_ratio=flops_now / hm.baseline_flops, params_ratio=params_now / hm.baseline_params,
-                             threshold=threshold, compressed_top1_err=test[1], search_epochs=epoch_continue - 1)
+                             threshold=threshold, compressed_top1_err=test[1], search_epochs=epoch_continue - 1,
+                             compression_seconds=time.perf_counter() - start)
     s.history.write_results()
     plot.per_layer_ratio(per_layer, s.run_dir / 'per_layer_compression_ratio.png')
     save_torch(hm.net.state_dict(), s.run_dir / 'model' / FILES['converging'][0])
@@ -429,6 +444,34 @@ def summary(s: Session, hm: HingeModel) -> None:
     s.log.write(f'  Run directory: {s.run_dir}')
 
 
+def export_evaluated(s: Session, net: nn.Module, hm: HingeModel | None = None) -> None:
+    """--export DIR: the evaluated network as standalone artefacts (utils/export.py). A Hinge model is exported
+    with its plan's merges folded and, with --export_merge cheaper, every other pair that is cheaper folded."""
+    args, r = s.args, s.history.results
+    if not args.export:
+        return
+    folded = []
+    if hm is None:
+        net = copy.deepcopy(net)
+    else:
+        hm = copy.deepcopy(hm)
+        if args.export_merge == 'cheaper':
+            folded = hm.merge_where_cheaper()
+        elif not hm.merged:
+            hm.merge()
+        net = hm.net
+    counter = ComplexityModel.trace(net, s.data.input_dim)
+    flops, params = counter.flops(), counter.params()
+    metadata = {'model': args.model, 'dataset': r['dataset'], 'checkpoint': args.pretrain or args.load,
+                'export_merge': args.export_merge, 'folded_beyond_plan': [i.conv for i in folded],
+                'flops_baseline': r['flops'], 'params_baseline': r['params'], 'flops': flops, 'params': params,
+                'flops_ratio': flops / r['flops'], 'params_ratio': params / r['params']}
+    content = export_network(net, s.data.input_dim, Path(args.export), metadata)
+    s.log.write(f'Exported the network ({flops / 1e6:.2f}M FLOPs, {params / 1e3:.2f}k parameters) to {args.export}:')
+    for line in describe(content):
+        s.log.write(line)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -438,14 +481,21 @@ def run(args: Namespace, epoch_budget: int | None = None) -> dict:
     validate(args)
     torch.manual_seed(args.seed)
     device = pick_device(args)
-    if is_baseline(args.model):
-        return run_baseline(args, device, epoch_budget)
-    return run_hinge(args, device, epoch_budget)
+    run_stages = run_baseline if is_baseline(args.model) else run_hinge
+    results = run_stages(args, device, epoch_budget)
+    defaults = {name: str(value) for name, value in vars(option.parse_args([])).items()}
+    write_report(Path(results['run_dir']), defaults)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: --report RUN... prints a comparison table; anything else runs (see run)."""
     try:
-        run(option.parse_args(argv))
+        args = option.parse_args(argv)
+        if args.report:
+            print(comparison_table(args.report, args.dir_save, args.csv), end='')
+        else:
+            run(args)
     except UsageError as err:
         print(f'main_hinge.py: error: {err}', file=sys.stderr)
         return 2

@@ -61,6 +61,7 @@ class Trainer:
         self.data, self.log, self.device = data, log, device
         self.teacher: nn.Module | None = None
         self.eval_images_per_second = 0.0
+        self.eval_seconds = 0.0
 
     def train_epoch(self, epoch: int, optimizer: torch.optim.Optimizer, lr_factor: float,
                     hooks: BatchHooks, stream: int) -> dict:
@@ -148,7 +149,8 @@ class Trainer:
                 logits = forward(self.net, images)
             meter.update(self.criterion(logits.float(), labels), logits, labels)
         result = meter.result()
-        self.eval_images_per_second = meter.count / max(time.perf_counter() - start, 1e-9)
+        self.eval_seconds = time.perf_counter() - start
+        self.eval_images_per_second = meter.count / max(self.eval_seconds, 1e-9)
         self.net.train(training)
         return result
 
@@ -345,7 +347,8 @@ def train_epochs(s: Session, stage: str, optimizer: torch.optim.Optimizer, start
         s.log.write(f'[Epoch {epoch}]\t{describe_lrs(optimizer)}{stage_text}')
         stats = s.trainer.train_epoch(epoch, optimizer, factor, hooks, stream_offset + epoch)
         test = s.trainer.evaluate()
-        s.history.add_epoch(stage, epoch, stats, test, {'lr': optimizer.param_groups[0]['lr']})
+        s.history.add_epoch(stage, epoch, stats, test, {'lr': optimizer.param_groups[0]['lr'],
+                                                        'test_seconds': s.trainer.eval_seconds})
         log_evaluation(s, test, epoch_continue)
         s.log.write(f'Time: {stats["seconds"]:.2f}s\n')
         save_epoch(s, stage, epoch, optimizer)
@@ -358,7 +361,8 @@ def test_only(s: Session, extra: dict | None = None) -> dict:
     if s.args.load:
         restore_history(s, 'converging', 10 ** 9)
     test = s.trainer.evaluate()
-    s.history.add_epoch('test', 0, None, test, dict(extra or {}, images_per_second=s.trainer.eval_images_per_second))
+    s.history.add_epoch('test', 0, None, test, dict(extra or {}, images_per_second=s.trainer.eval_images_per_second,
+                                                    test_seconds=s.trainer.eval_seconds))
     log_evaluation(s, test)
     if not s.args.load:
         save_files(s.run_dir, s.history.files())

@@ -9,7 +9,7 @@ import torch
 
 import main_hinge
 from conftest import CIFAR_SUBSET, FIXTURES, ROOT
-from data import cifar, demo
+from data import cifar
 from utils.io import load_torch, save_torch
 
 RESULT_KEYS = {'model', 'dataset', 'stage', 'epoch', 'flops', 'params', 'flops_compressed', 'params_compressed',
@@ -24,13 +24,6 @@ def _run(argv: str, tmp_path, budget=None) -> dict:
 
 def _results(tmp_path, save: str) -> dict:
     return json.loads((tmp_path / 'runs' / save / 'results.json').read_text())
-
-
-@pytest.fixture
-def small_demo(monkeypatch):
-    """The demo set shrunk so that whole pipelines run in seconds."""
-    monkeypatch.setattr(demo, 'N_TRAIN', 320)
-    monkeypatch.setattr(demo, 'N_TEST', 160)
 
 
 @pytest.mark.parametrize('which,argv', [
@@ -70,6 +63,12 @@ def test_bad_inputs_exit_2_with_one_sentence_and_write_nothing(shared, tmp_path,
         ('--template Demo --model Hinge_VGG --ratio 1.5', '--ratio 1.5 must be in (0, 1]'),
         ('--template Demo --model ResNet --depth 20 --decay cosine', '--decay cosine'),
         ('--template Demo --model ResNet --depth 20 --optimizer PG', '--optimizer PG'),
+        ('--template Demo --model ResNet --depth 20 --export out', '--export writes the evaluated network'),
+        (f'--template Demo --model ResNet --depth 20 --test_only --pretrain {baseline} --export {baseline}',
+         'is a file'),
+        (f'--report {tmp_path / "nowhere"}', 'is not a run directory'),
+        ('--template Demo --model ResNet --depth 20 --csv', '--csv formats the --report table'),
+        ('--template Demo --model ResNet --depth 20 --export_merge cheaper', '--export_merge chooses'),
     ]
     for argv, fragment in cases:
         _fails_cleanly(argv, tmp_path, capsys, fragment)
@@ -305,3 +304,39 @@ def test_load_original_param_compresses_the_bottleneck_teachers_convolutions(sma
     conv1, middle = teacher['features.1.0.body.0.weight'], teacher['features.1.0.body.3.weight']
     assert torch.equal(state['features.1.0.body.0.weight'], conv1[first['pindex']])
     assert torch.equal(state['features.1.0.body.3.weight'], middle[second['pindex']][:, first['pindex']])
+
+
+def test_test_only_exports_the_evaluated_network(small_demo, tmp_path, monkeypatch):
+    """--export writes what --test_only evaluates: the plan's merges folded (with --export_merge cheaper also
+    every cheaper pair), its FLOPs those of results.json, its outputs the checkpoint's network's."""
+    from conftest import hinge_model, zero_groups
+    from model_hinge.surgery import compress
+    from utils import export
+
+    monkeypatch.setattr(export, 'onnx_missing', lambda: 'not needed here')      # ONNX: tests/test_export.py
+    flags = '--template Demo --model Hinge_WIDE_RESNET --depth 10 --widen_factor 1'
+    hm, _ = hinge_model(flags, init='p-identity')
+    kept = zero_groups(hm)
+    kept[hm.families[-1]] = torch.arange(hm.families[-1].size)     # the last conv2 keeps every basis filter
+    compress(hm.families, kept, hm.net)
+    save_torch(hm.net.state_dict(), tmp_path / 'compressed.pt')
+    argv = f'{flags} --test_only --pretrain {tmp_path / "compressed.pt"}'
+    r = _run(f'{argv} --save plan --export {tmp_path / "plan"}', tmp_path)
+    c = _run(f'{argv} --save cheaper --export {tmp_path / "cheaper"} --export_merge cheaper', tmp_path)
+    plan, cheaper = (json.loads((tmp_path / d / 'export.json').read_text()) for d in ('plan', 'cheaper'))
+    assert (plan['flops'], plan['params']) == (r['flops_compressed'], r['params_compressed'])
+    assert plan['folded_beyond_plan'] == [] and cheaper['folded_beyond_plan'] == ['layer3.0.conv2']
+    assert cheaper['flops'] < plan['flops'] and c['top1_err'] == r['top1_err']
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = hm.net.eval()(x)
+        for d in ('plan', 'cheaper'):
+            assert torch.allclose(torch.export.load(tmp_path / d / 'model.pt2').module()(x), expected, atol=1e-5)
+    assert 'Exported the network' in (tmp_path / 'runs' / 'cheaper' / 'log.txt').read_text()
+    pretrain = _random_baseline(tmp_path, '--model Hinge_ResNet_Basic --depth 8 --downsample_type A')
+    baseline = _run(f'--template Demo --model ResNet --depth 8 --downsample_type A --test_only --save base '
+                    f'--pretrain {pretrain} --export {tmp_path / "base"}', tmp_path)
+    meta = json.loads((tmp_path / 'base' / 'export.json').read_text())
+    assert (meta['flops'], meta['flops_ratio']) == (baseline['flops'], 1.0)
+    assert meta['artefacts']['torchscript']['within_tolerance']
+
