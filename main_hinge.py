@@ -12,6 +12,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 from argparse import Namespace
 from pathlib import Path
 
@@ -56,7 +57,9 @@ from utils.board import Board, require_tensorboard
 from utils.complexity import ComplexityModel
 from utils.distributed import World, barrier, global_batchnorm
 from utils.errors import Interrupted, NonFiniteError, UsageError
+from utils.export import check_target, describe, export_network
 from utils.io import Commit, load_torch, recover, save_json, save_torch
+from utils.report import comparison_table, write_report
 from utils.rundir import RunLog, SilentLog, remove_run_dir, resolve_run_dir
 from utils.schedule import StepSchedule
 from utils.steps import BatchHooks, set_learning_rates
@@ -84,6 +87,15 @@ def validate(args: Namespace) -> None:
     gpus = torch.cuda.device_count() if torch.cuda.is_available() and not args.cpu else 0
     if args.n_GPUs > 1 and gpus and args.n_GPUs > gpus:
         raise UsageError(f'--n_GPUs {args.n_GPUs}: this machine has {gpus} GPU(s); use at most {gpus}.')
+    if args.export:
+        if not args.test_only:
+            raise UsageError('--export writes the evaluated network: add --test_only and the checkpoint '
+                             '(--pretrain FILE or --load RUN).')
+        check_target(args.export)
+    elif args.export_merge != 'plan':
+        raise UsageError('--export_merge chooses what --export folds; add --export DIR or drop it.')
+    if args.csv:
+        raise UsageError('--csv formats the --report table; add --report RUN [RUN ...] or drop it.')
     if args.precision == 'half' and (args.cpu or not torch.cuda.is_available()):
         raise UsageError('--precision half needs a GPU; use single (or bf16) on the CPU.')
     StepSchedule(args.decay, args.gamma, args.linear)
@@ -170,6 +182,7 @@ def run_baseline(args: Namespace, device: torch.device, budget: int | None, worl
     describe_model(s, net)
     s.log.write(f'Flops: {flops / 1e9:.4f} [G] counted analytically; Params: {params / 1e3:.2f} [k]\n')
     if args.test_only:
+        export_evaluated(s, net)
         return test_only(s)
     optimizer = make_optimizer(args, [{'params': [p for p in net.parameters() if p.requires_grad]}], args.lr)
     train_epochs(s, 'baseline', optimizer, resume_stage(s, 'baseline', optimizer), args.epochs, BatchHooks())
@@ -296,6 +309,7 @@ def run_hinge(args: Namespace, device: torch.device, budget: int | None, world: 
         s.log.write('Warning: no --pretrain given; compressing a randomly initialised network.')
     s.log.write(complexity_line(hm.baseline_flops, hm.baseline_params, flops_c, params_c))
     if phase == 'test':
+        export_evaluated(s, hm.net, hm)
         return test_only(s, {'flops_ratio': flops_c / hm.baseline_flops})
     if phase == 'converging':
         info = load_torch(run_dir / 'compression_information.pt', '--load')
@@ -357,7 +371,8 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: list[float] | None,
         s.history.add_epoch('search', epoch, stats, test,
                             {'lr': float(optimizer.param_groups[-1]['lr']), 'flops_ratio': ratio,
                              'flops_compressed': flops_c, 'params_compressed': params_c,
-                             'params_ratio': params_c / hm.baseline_params, 'threshold': args.threshold})
+                             'params_ratio': params_c / hm.baseline_params, 'threshold': args.threshold,
+                             'test_seconds': s.trainer.eval_seconds})
         log_evaluation(s, test, 'search')
         s.log.write(f'Time: {stats["seconds"]:.2f}s\n')
         s.log.write(complexity_line(hm.baseline_flops, hm.baseline_params, flops_c, params_c))
@@ -381,7 +396,7 @@ def reset_to_teacher(hm: HingeModel, teacher: nn.Module, args: Namespace) -> Non
 def compress_stage(s: Session, hm: HingeModel, controller: SearchController, teacher: nn.Module | None,
                    epoch_continue: int) -> None:
     """Threshold search to --ratio, the compression report, and the physical compression."""
-    args = s.args
+    args, start = s.args, time.perf_counter()
     norms = controller.family_norms()
     if args.legacy_search:
         threshold = controller.search_threshold_legacy(norms, args.ratio, s.log)
@@ -403,7 +418,8 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
                 f'Top5 error: {test[2]:.3f}\n')
     s.history.results.update(flops_compressed=flops_now, params_compressed=params_now,
                              flops_ratio=flops_now / hm.baseline_flops, params_ratio=params_now / hm.baseline_params,
-                             threshold=threshold, compressed_top1_err=test[1], search_epochs=epoch_continue - 1)
+                             threshold=threshold, compressed_top1_err=test[1], search_epochs=epoch_continue - 1,
+                             compression_seconds=time.perf_counter() - start)
     if s.world.main:
         commit = Commit(s.run_dir)
         s.history.write_results(commit.pending)
@@ -451,6 +467,34 @@ def summary(s: Session, hm: HingeModel) -> None:
     s.log.write(f'  Run directory: {s.run_dir}')
 
 
+def export_evaluated(s: Session, net: nn.Module, hm: HingeModel | None = None) -> None:
+    """--export DIR: the evaluated network as standalone artefacts (utils/export.py). A Hinge model is exported
+    with its plan's merges folded and, with --export_merge cheaper, every other pair that is cheaper folded."""
+    args, r = s.args, s.history.results
+    if not args.export or not s.world.main:
+        return
+    folded = []
+    if hm is None:
+        net = copy.deepcopy(net)
+    else:
+        hm = copy.deepcopy(hm)
+        if args.export_merge == 'cheaper':
+            folded = hm.merge_where_cheaper()
+        elif not hm.merged:
+            hm.merge()
+        net = hm.net
+    counter = ComplexityModel.trace(net, s.data.input_dim)
+    flops, params = counter.flops(), counter.params()
+    metadata = {'model': args.model, 'dataset': r['dataset'], 'checkpoint': args.pretrain or args.load,
+                'export_merge': args.export_merge, 'folded_beyond_plan': [i.conv for i in folded],
+                'flops_baseline': r['flops'], 'params_baseline': r['params'], 'flops': flops, 'params': params,
+                'flops_ratio': flops / r['flops'], 'params_ratio': params / r['params']}
+    content = export_network(net, s.data.input_dim, Path(args.export), metadata)
+    s.log.write(f'Exported the network ({flops / 1e6:.2f}M FLOPs, {params / 1e3:.2f}k parameters) to {args.export}:')
+    for line in describe(content):
+        s.log.write(line)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -470,9 +514,12 @@ def run(args: Namespace, epoch_budget: int | None = None) -> dict:
     try:
         torch.manual_seed(args.seed)
         device = torch.device('cuda', world.local_rank) if use_cuda else torch.device('cpu')
-        if is_baseline(args.model):
-            return run_baseline(args, device, epoch_budget, world)
-        return run_hinge(args, device, epoch_budget, world)
+        run_stages = run_baseline if is_baseline(args.model) else run_hinge
+        results = run_stages(args, device, epoch_budget, world)
+        if world.main:
+            defaults = {name: str(value) for name, value in vars(option.parse_args([])).items()}
+            write_report(Path(results['run_dir']), defaults)
+        return results
     finally:
         distributed.finish(world)
 
@@ -502,6 +549,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with signals.caught():
             args = option.parse_args(argv)
+            if args.report:
+                print(comparison_table(args.report, args.dir_save, args.csv), end='')
+                return 0
             if args.n_GPUs > 1 and not distributed.launched_by_torchrun():
                 validate(args)
                 relaunch_with_torchrun(args.n_GPUs, argv)

@@ -152,6 +152,19 @@ def _add_hinge(p: argparse.ArgumentParser) -> None:
     g.add_argument('--start', type=int, default=3, help='accepted for compatibility; unused')
 
 
+def _add_deployment(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group('export and reports')
+    g.add_argument('--export', default='', metavar='DIR',
+                   help='with --test_only: write the evaluated network to DIR as model.pt2 (torch.export), '
+                        'model.torchscript.pt and, with the onnx package, model.onnx, plus export.json')
+    g.add_argument('--export_merge', default='plan', choices=['plan', 'cheaper'],
+                   help="pairs of conv and A folded into one convolution in the export: the plan's (plan) or "
+                        'also every other pair that costs fewer FLOPs folded (cheaper)')
+    g.add_argument('--report', nargs='+', default=None, metavar='RUN',
+                   help='print a comparison table of these run directories (their results.json) and exit')
+    g.add_argument('--csv', action='store_true', help='with --report: print the table as CSV, not Markdown')
+
+
 def _add_unused_pruning(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group('accepted for compatibility with the original, unused')
     g.add_argument('--prune_procedure', default='complete', choices=['complete', 'undergoing', 'final'])
@@ -179,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog='main_hinge.py', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description='Hinge: group-sparsity compression of CNNs (train/evaluate baselines, compress Hinge_* models).')
     for add in (_add_hardware, _add_data, _add_run_directory, _add_model, _add_training, _add_hinge,
-                _add_unused_pruning):
+                _add_deployment, _add_unused_pruning):
         add(parser)
     return parser
 

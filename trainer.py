@@ -84,7 +84,7 @@ class Trainer:
         self.args, self.criterion = args, criterion
         self.data, self.log, self.device, self.world = data, log, device, world
         self.teacher: nn.Module | None = None
-        self.eval_images_per_second = 0.0
+        self.eval_images_per_second = self.eval_seconds = 0.0
         self.set_network(net)
 
     def set_network(self, net: nn.Module) -> None:
@@ -198,7 +198,8 @@ class Trainer:
                 logits = forward(self.net, images)
             meter.update(self.criterion(logits.float(), labels), logits, labels)
         result = meter.result(self.world)
-        self.eval_images_per_second = meter.count * self.world.size / max(time.perf_counter() - start, 1e-9)
+        self.eval_seconds = time.perf_counter() - start
+        self.eval_images_per_second = meter.count * self.world.size / max(self.eval_seconds, 1e-9)
         self.net.train(training)
         return result
 
@@ -413,7 +414,8 @@ def train_epochs(s: Session, stage: str, optimizer: torch.optim.Optimizer, start
         s.log.write(f'[Epoch {epoch}]\t{describe_lrs(optimizer)}{stage_text}')
         stats = s.trainer.train_epoch(epoch, optimizer, factor, hooks, stream_offset + epoch)
         test = s.trainer.evaluate()
-        s.history.add_epoch(stage, epoch, stats, test, {'lr': float(optimizer.param_groups[0]['lr'])})
+        s.history.add_epoch(stage, epoch, stats, test, {'lr': float(optimizer.param_groups[0]['lr']),
+                                                        'test_seconds': s.trainer.eval_seconds})
         log_evaluation(s, test, stage)
         s.log.write(f'Time: {stats["seconds"]:.2f}s\n')
         save_epoch(s, stage, epoch, optimizer)
@@ -426,7 +428,8 @@ def test_only(s: Session, extra: dict | None = None) -> dict:
     if s.args.load:
         restore_history(s, 'converging', 10 ** 9)
     test = s.trainer.evaluate()
-    s.history.add_epoch('test', 0, None, test, dict(extra or {}, images_per_second=s.trainer.eval_images_per_second))
+    s.history.add_epoch('test', 0, None, test, dict(extra or {}, images_per_second=s.trainer.eval_images_per_second,
+                                                    test_seconds=s.trainer.eval_seconds))
     log_evaluation(s, test, 'test')
     if s.world.main:
         commit = Commit(s.run_dir)

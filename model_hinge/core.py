@@ -102,6 +102,7 @@ class HingeModel:
         convert(net, plan, init_method)
         self.families = bind(plan, net)
         self.merged = False
+        self.folded: list[Insertion] = []
         self.retrace()
 
     @property
@@ -137,8 +138,39 @@ class HingeModel:
 
     def merge(self) -> None:
         """Fold every merging (conv, A) pair into one convolution; the families no longer apply."""
-        for insertion in self.plan.merges:
+        self._fold(self.plan.merges)
+
+    def cheaper_folds(self) -> list[Insertion]:
+        """The insertions the plan keeps apart whose conv and A would cost fewer FLOPs as the one convolution
+        they fold into (decided by the complexity counter, from the shapes alone).
+
+        A decomposed layer whose basis kept nearly all of its filters pays more for the separate 1x1
+        convolution than it saves. Grouped convolutions are left alone: a dense A folded into one would need a
+        dense convolution.
+        """
+        current = self.complexity.flops()
+        chosen = []
+        for insertion in self.plan.insertions:
+            if insertion.merge or insertion in self.folded:
+                continue
+            conv, matrix = self.net.get_submodule(insertion.conv_path), self.net.get_submodule(insertion.matrix_path)
+            if conv.groups == 1 and self.complexity.flops(merges=[(conv, matrix)]) < current:
+                chosen.append(insertion)
+        return chosen
+
+    def merge_where_cheaper(self) -> list[Insertion]:
+        """The deployable network with the fewest FLOPs: the plan's merges folded (if not yet), then every pair
+        of cheaper_folds(). Returns the insertions folded beyond the plan's."""
+        if not self.merged:
+            self.merge()
+        extra = self.cheaper_folds()
+        self._fold(extra)
+        return extra
+
+    def _fold(self, insertions: list[Insertion]) -> None:
+        for insertion in insertions:
             merge_insertion(self.net, insertion)
+        self.folded += insertions
         sync_module_attributes(self.net)
         self.families, self.merged = [], True
         self.retrace()

@@ -205,7 +205,7 @@ def load_state(net: nn.Module, state: dict, what: str, adapt: bool) -> list[str]
             if t.shape == v.shape:
                 t.copy_(v)
             else:
-                t.data = v.to(device=t.device, dtype=t.dtype).clone()
+                t.data = v.to(device=t.device, dtype=t.dtype).clone(memory_format=torch.contiguous_format)
     sync_module_attributes(net)
     return [f'{what}: {len(tolerated)} num_batches_tracked entries were absent (left at zero).'] if tolerated else []
 

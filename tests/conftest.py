@@ -25,6 +25,15 @@ def shared() -> Path:
     return SHARED
 
 
+@pytest.fixture
+def small_demo(monkeypatch):
+    """The demo set shrunk so that whole pipelines run in seconds."""
+    from data import demo
+
+    monkeypatch.setattr(demo, 'N_TRAIN', 320)
+    monkeypatch.setattr(demo, 'N_TEST', 160)
+
+
 def make_args(argv: str, **overrides):
     """Parse a command line as main_hinge.py does, then override attributes."""
     args = option.parse_args(argv.split())

@@ -10,7 +10,7 @@ import torch
 
 import main_hinge
 from conftest import CIFAR_SUBSET, FIXTURES, ROOT
-from data import cifar, demo
+from data import cifar
 from utils.io import load_torch, save_torch
 
 RESULT_KEYS = {'model', 'dataset', 'stage', 'epoch', 'flops', 'params', 'flops_compressed', 'params_compressed',
@@ -27,13 +27,6 @@ def _results(tmp_path, save: str) -> dict:
     return json.loads((tmp_path / 'runs' / save / 'results.json').read_text())
 
 
-@pytest.fixture
-def small_demo(monkeypatch):
-    """The demo set shrunk so that whole pipelines run in seconds."""
-    monkeypatch.setattr(demo, 'N_TRAIN', 320)
-    monkeypatch.setattr(demo, 'N_TEST', 160)
-
-
 @pytest.mark.parametrize('which,argv', [
     ('baseline', '--template CIFAR10 --model ResNet --depth 20 --downsample_type A'),
     ('compressed', '--template CIFAR10 --model Hinge_ResNet_Basic_SVD --depth 20 --downsample_type A'),
@@ -43,8 +36,8 @@ def test_original_checkpoints_give_the_originals_numbers(shared, tmp_path, which
     assert main_hinge.main(f'{argv} --test_only --save {which} --pretrain {FIXTURES / expected["file"]} '
                            f'--dir_save {tmp_path} --dir_data {CIFAR_SUBSET}'.split()) == 0
     r = json.loads((tmp_path / which / 'results.json').read_text())
-    assert sorted(p.name for p in (tmp_path / which).iterdir()) == ['config.txt', 'log.txt', 'results.json',
-                                                                   'test_log.pt']
+    assert sorted(p.name for p in (tmp_path / which).iterdir()) == ['config.txt', 'log.txt', 'report.md',
+                                                                   'results.json', 'test_log.pt']
     assert RESULT_KEYS <= set(r)
     for key in ('flops', 'params', 'flops_compressed', 'params_compressed', 'top1_err', 'top5_err'):
         assert r[key] == expected.get(key, r['flops'] if key == 'flops_compressed' else r['params']), key
@@ -128,6 +121,11 @@ BAD_INPUTS = [
     (f'{H8} --test_only --pretrain nan.pt', 'tensor features.0.0.weight holds NaN or inf'),
     (f'{R8} --test_only --pretrain nan.pt', 'tensor features.0.0.weight holds NaN or inf'),
     (f'{H8} --dir_save afile', '--dir_save afile is a file'),
+    (f'{R8} --export out', '--export writes the evaluated network'),
+    (f'{R8} --test_only --pretrain base.pt --export notes.txt', 'is a file'),
+    ('--report nowhere', 'is not a run directory'),
+    (f'{R8} --csv', '--csv formats the --report table'),
+    (f'{R8} --export_merge cheaper', '--export_merge chooses'),
 ]
 
 
@@ -477,3 +475,39 @@ def test_n_gpus_above_one_relaunches_the_same_command_through_torchrun(tmp_path,
     assert command[1:5] == ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
     assert command[5].endswith('main_hinge.py') and command[6:] == argv
     assert not (tmp_path / 'multi').exists()
+
+
+def test_test_only_exports_the_evaluated_network(small_demo, tmp_path, monkeypatch):
+    """--export writes what --test_only evaluates: the plan's merges folded (with --export_merge cheaper also
+    every cheaper pair), its FLOPs those of results.json, its outputs the checkpoint's network's."""
+    from conftest import hinge_model, zero_groups
+    from model_hinge.surgery import compress
+    from utils import export
+
+    monkeypatch.setattr(export, 'onnx_missing', lambda: 'not needed here')      # ONNX: tests/test_export.py
+    flags = '--template Demo --model Hinge_WIDE_RESNET --depth 10 --widen_factor 1'
+    hm, _ = hinge_model(flags, init='p-identity')
+    kept = zero_groups(hm)
+    kept[hm.families[-1]] = torch.arange(hm.families[-1].size)     # the last conv2 keeps every basis filter
+    compress(hm.families, kept, hm.net)
+    save_torch(hm.net.state_dict(), tmp_path / 'compressed.pt')
+    argv = f'{flags} --test_only --pretrain {tmp_path / "compressed.pt"}'
+    r = _run(f'{argv} --save plan --export {tmp_path / "plan"}', tmp_path)
+    c = _run(f'{argv} --save cheaper --export {tmp_path / "cheaper"} --export_merge cheaper', tmp_path)
+    plan, cheaper = (json.loads((tmp_path / d / 'export.json').read_text()) for d in ('plan', 'cheaper'))
+    assert (plan['flops'], plan['params']) == (r['flops_compressed'], r['params_compressed'])
+    assert plan['folded_beyond_plan'] == [] and cheaper['folded_beyond_plan'] == ['layer3.0.conv2']
+    assert cheaper['flops'] < plan['flops'] and c['top1_err'] == r['top1_err']
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = hm.net.eval()(x)
+        for d in ('plan', 'cheaper'):
+            assert torch.allclose(torch.export.load(tmp_path / d / 'model.pt2').module()(x), expected, atol=1e-5)
+    assert 'Exported the network' in (tmp_path / 'runs' / 'cheaper' / 'log.txt').read_text()
+    pretrain = _random_baseline(tmp_path, '--model Hinge_ResNet_Basic --depth 8 --downsample_type A')
+    baseline = _run(f'--template Demo --model ResNet --depth 8 --downsample_type A --test_only --save base '
+                    f'--pretrain {pretrain} --export {tmp_path / "base"}', tmp_path)
+    meta = json.loads((tmp_path / 'base' / 'export.json').read_text())
+    assert (meta['flops'], meta['flops_ratio']) == (baseline['flops'], 1.0)
+    assert meta['artefacts']['torchscript']['within_tolerance']
+

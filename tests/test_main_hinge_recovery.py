@@ -44,7 +44,7 @@ if mode == 'step':
 sys.exit(main_hinge.main(sys.argv[4:]))
 '''
 
-TIMING = ('seconds', 'images_per_second', 'run_dir')
+TIMING = ('seconds', 'test_seconds', 'compression_seconds', 'images_per_second', 'run_dir')
 
 
 def _flags(tmp_path, base: str) -> list[str]:

@@ -5,10 +5,11 @@ import copy
 import pytest
 import torch
 
-from conftest import SMALL, make_args, random_statistics
+from conftest import SMALL, hinge_model, make_args, random_statistics, reference_flops, zero_groups
 from model import build_baseline
 from model_hinge import adapter_for
 from model_hinge.core import DReLU, HingeModel, factorized_pair
+from model_hinge.surgery import compress
 
 
 def _pair(argv: str, init: str):
@@ -51,6 +52,16 @@ def test_drelu_is_two_slopes():
     act.slope_p.data.fill_(0.5)
     act.slope_n.data.fill_(0.25)
     assert torch.equal(act(x), torch.tensor([0.5, 0.0, 1.5]))
+
+
+@pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated:FutureWarning')
+def test_drelu_is_scriptable_and_exportable():
+    act = DReLU()
+    act.slope_p.data.fill_(0.5)
+    act.slope_n.data.fill_(-0.25)
+    x = torch.randn(4, 5)
+    assert torch.equal(torch.jit.script(act)(x), act(x))
+    assert torch.equal(torch.export.export(act, (x,)).module()(x), act(x))
 
 
 def test_factorized_pair_moves_the_bias_into_a():
@@ -100,3 +111,38 @@ def test_deep_copies_keep_their_own_complexity_model():
     _, hm = _pair(SMALL['Hinge_WIDE_RESNET'], 'svd2')
     twin = copy.deepcopy(hm)
     assert twin.cost() == hm.cost()
+
+
+def _cheaper_folded(conv: torch.nn.Conv2d, matrix: torch.nn.Conv2d) -> bool:
+    """Independently of the counter: per output pixel, conv (r x c_in x k x k) then A (c_out x r) costs
+    r * (c_in * k * k + c_out) multiply-accumulates, their fold c_out * c_in * k * k."""
+    r, c_in, kh, kw = conv.weight.shape
+    c_out = matrix.weight.shape[0]
+    return r * (c_in * kh * kw + c_out) > c_out * c_in * kh * kw
+
+
+@pytest.mark.parametrize('name', ['Hinge_ResNet_Basic_SVD', 'Hinge_WIDE_RESNET', 'Hinge_VGG', 'Hinge_DENSENET_SVD'])
+def test_merge_where_cheaper_folds_exactly_the_pairs_that_cost_less_folded(name):
+    hm, _ = hinge_model(SMALL[name], init='p-identity')
+    kept = zero_groups(hm)
+    for i, fam in enumerate(hm.families):
+        if i % 3 == 0:                       # these keep every group: their pairs are cheaper folded
+            kept[fam] = torch.arange(fam.size)
+    compress(hm.families, kept, hm.net)
+    hm.retrace()
+    net = hm.net.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = net(x)
+    plan_only, cheapest = copy.deepcopy(hm), copy.deepcopy(hm)
+    plan_only.merge()
+    should = [i.conv for i in plan_only.plan.insertions if not i.merge and _cheaper_folded(
+        plan_only.net.get_submodule(i.conv_path), plan_only.net.get_submodule(i.matrix_path))]
+    folded = [i.conv for i in cheapest.merge_where_cheaper()]
+    assert folded == should and 0 < len(folded) < len([i for i in hm.plan.insertions if not i.merge])
+    with torch.no_grad():
+        assert torch.allclose(cheapest.net.eval()(x), expected, atol=1e-5)
+    flops = reference_flops(cheapest.net, (3, 32, 32))
+    assert flops == cheapest.cost()[0] < reference_flops(plan_only.net, (3, 32, 32)) == plan_only.cost()[0]
+    assert cheapest.cheaper_folds() == [] and len(cheapest.folded) == len(folded) + len(hm.plan.merges)
+

@@ -67,3 +67,41 @@ def per_layer_ratio(ratios: list[list[float]], path: Path) -> None:
     plt.ylabel('Ratio')
     plt.grid(True)
     _save(fig, path, dpi=150)
+
+
+def channels_kept(layers: list[tuple[str, int, int]], path: Path) -> None:
+    """Channels (or basis filters) before and after compression, one pair of bars per compressed layer."""
+    positions = np.arange(len(layers))
+    fig = plt.figure(figsize=(max(6.0, 0.12 * len(layers) + 2), 4))
+    plt.bar(positions, [c for _, c, _ in layers], color='0.8', label='before')
+    plt.bar(positions, [k for _, _, k in layers], color='tab:blue', label='kept')
+    step = max(1, len(layers) // 24)
+    plt.xticks(positions[::step], [label for label, _, _ in layers][::step], rotation=90, fontsize=7)
+    plt.title('Channels kept per layer')
+    plt.xlabel('Block.layer')
+    plt.ylabel('Channels')
+    plt.legend()
+    plt.tight_layout()
+    _save(fig, path, dpi=100)
+
+
+def training_curves(history: list[dict], path: Path) -> None:
+    """Loss and top-1 error (test and, where recorded, training) over every epoch of every stage of a run,
+    with the stage boundaries marked."""
+    x = np.arange(1, len(history) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, (key, label) in zip(axes, (('loss', 'Loss'), ('top1_err', 'Top-1 error (%)')), strict=True):
+        ax.plot(x, [h[key] for h in history], label='test')
+        train = [(i, h[f'train_{key}']) for i, h in zip(x, history, strict=True) if f'train_{key}' in h]
+        if train:
+            ax.plot([i for i, _ in train], [v for _, v in train], label='training')
+        for i in range(1, len(history)):
+            if history[i]['stage'] != history[i - 1]['stage']:
+                ax.axvline(i + 0.5, color='0.5', linestyle='--')
+                ax.text(i + 0.6, ax.get_ylim()[1], history[i]['stage'], va='top', fontsize=8)
+        ax.set_xlabel(f'Epoch (all stages; first: {history[0]["stage"]})')
+        ax.set_ylabel(label)
+        ax.grid(True)
+        ax.legend()
+    fig.tight_layout()
+    _save(fig, path, dpi=100)
