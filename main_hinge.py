@@ -121,13 +121,9 @@ def open_session(args: Namespace, device: torch.device, data: Data, run_dir: Pat
     history = History(run_dir, results, Board(run_dir, args.summary and world.main))
     criterion = Loss(args.loss).to(device)
     global_batchnorm(net, world)
-    if device.type == 'cuda':
-        net.to(memory_format=torch.channels_last)
-        for loader in (data.train, data.test):
-            if loader is not None:
-                loader.memory_format = torch.channels_last
     for loader in (data.train, data.test):
         if loader is not None:
+            loader.memory_format = torch.channels_last
             loader.to(device)
             loader.share(world)
     trainer = Trainer(args, net, criterion, data, log, device, world)
@@ -209,9 +205,7 @@ def load_teacher(args: Namespace, family: str, device: torch.device) -> nn.Modul
     teacher = build_baseline(args, family)
     path = checkpoint_file(args.teacher)
     load_state(teacher, load_torch(path, '--teacher'), f'--teacher {path}', adapt=False)
-    teacher.to(device).eval()
-    if device.type == 'cuda':
-        teacher.to(memory_format=torch.channels_last)
+    teacher.to(device, memory_format=torch.channels_last).eval()
     return teacher
 
 
@@ -365,7 +359,7 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: list[float] | None,
         s.log.write(f'[Epoch {epoch}]\t{describe_lrs(optimizer)}\tSearching Stage')
         stats = s.trainer.train_epoch(epoch, optimizer, factor, hooks, epoch)
         test = s.trainer.evaluate()
-        flops_c, params_c, _ = controller.cost(controller.family_norms(), args.threshold)
+        flops_c, params_c = controller.cost(controller.family_norms(), args.threshold)
         ratio = flops_c / hm.baseline_flops
         ratios.append(ratio)
         s.history.add_epoch('search', epoch, stats, test,
@@ -402,7 +396,8 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
         threshold = controller.search_threshold_legacy(norms, args.ratio, s.log)
     else:
         threshold = controller.search_threshold(norms, args.ratio, s.log)
-    flops_c, params_c, kept = controller.cost(norms, threshold)
+    flops_c, params_c = controller.cost(norms, threshold)
+    kept = controller.kept(norms, threshold)
     lines, info, per_layer = compression_report(hm, norms, kept, threshold, epoch_continue, flops_c, params_c)
     for line in lines:
         s.log.write(line)

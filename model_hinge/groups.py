@@ -138,13 +138,26 @@ def check_fit(families: list[GroupFamily], model: str) -> None:
 def exact_norms(fam: GroupFamily) -> torch.Tensor:
     """Group norms (float32, CPU) computed as the original does: one member with one channel per group is
     reduced along its matrix view; joint groups are concatenated row by row first."""
+    return _device_norms(fam).float().cpu()
+
+
+def exact_norms_of(families: list[GroupFamily]) -> dict:
+    """`exact_norms` of several families, copied to the CPU in one transfer."""
+    if not families:
+        return {}
+    norms = torch.cat([_device_norms(f).float() for f in families]).cpu()
+    return dict(zip(families, norms.split([f.size for f in families]), strict=True))
+
+
+def _device_norms(fam: GroupFamily) -> torch.Tensor:
+    """torch.norm(p=2) along a dimension is this vector norm; called directly to spare its dispatch."""
     if len(fam.members) == 1 and fam.chunk == 1:
         m = fam.members[0]
         p = m.param.detach()
         if p.dim() == 2 or p.shape[2:].numel() == 1:
             matrix = p.reshape(p.shape[0], p.shape[1])
-            return torch.norm(matrix, p=2, dim=1 - m.dim).float().cpu()
-    return torch.norm(torch.cat([m.group_rows() for m in fam.members], dim=1), p=2, dim=1).float().cpu()
+            return torch.linalg.vector_norm(matrix, 2, dim=1 - m.dim)
+    return torch.linalg.vector_norm(torch.cat([m.group_rows() for m in fam.members], dim=1), 2, dim=1)
 
 
 def split_into_banks(families: list[GroupFamily]) -> list[list[GroupFamily]]:

@@ -12,8 +12,9 @@ import torch
 
 from model_hinge import prox
 from model_hinge.core import HingeModel
-from model_hinge.groups import GroupBank, GroupFamily, exact_norms, split_into_banks
-from model_hinge.surgery import compressed_shape_of, kept_groups
+from model_hinge.counting import CostPolynomial, SurvivorCounter
+from model_hinge.groups import GroupBank, GroupFamily, exact_norms_of, split_into_banks
+from model_hinge.surgery import kept_groups
 from utils.steps import BatchHooks, set_learning_rates
 
 RATIO_MOMENTUM = 0.9
@@ -24,7 +25,7 @@ THRESHOLD_TOLERANCE = 0.001
 
 def initial_layer_weights(families: list[GroupFamily]) -> list[float]:
     """--layer_balancing: each family's threshold is scaled by the mean group norm of its matrix now."""
-    return [float(exact_norms(f).mean()) for f in families]
+    return [float(n.mean()) for n in exact_norms_of(families).values()]
 
 
 def search_param_groups(hm: HingeModel, lr: float, lr_ratio: float, legacy: bool) -> list[dict]:
@@ -56,6 +57,7 @@ class SearchController:
         self.frozen: list[torch.Tensor] = []
         self.bad = torch.zeros((), dtype=torch.bool, device=self.device)
         self.merged_view = not (args.legacy_search and self.policy.legacy.unmerged_search)
+        self._polynomial: tuple | None = None
 
     def _effective_weights(self, layer_weights: list[float] | None) -> dict | None:
         """Layer weights per family, with the original's quirks under --legacy_search."""
@@ -178,15 +180,29 @@ class SearchController:
 
     def family_norms(self) -> dict:
         """Current group norms of every family (float32, on the CPU), computed as the original does."""
-        return {fam: exact_norms(fam) for fam in self.hm.families}
+        return exact_norms_of(self.hm.families)
 
-    def cost(self, norms: dict, threshold: float) -> tuple[int, int, dict]:
-        """(FLOPs, params, kept groups) of the network compressed at `threshold`, from channel counts."""
-        kept = kept_groups(self.hm.families, norms, threshold, self.args.remain_percentage,
+    def survivors(self, norms: dict) -> SurvivorCounter:
+        """Counts of surviving groups per family at any threshold, for these norms."""
+        return SurvivorCounter(self.hm.families, norms, self.args.remain_percentage, self.args.p1_p2_same_ratio)
+
+    def cost_polynomial(self) -> CostPolynomial:
+        """FLOPs and params as polynomials of the removed groups, rebuilt when the network's structure changed."""
+        key = (id(self.hm.complexity), self.hm.merged)
+        if self._polynomial is None or self._polynomial[0] != key:
+            merges = self.hm.merge_pairs() if self.merged_view else []
+            self._polynomial = (key, CostPolynomial(self.hm.families, self.hm.complexity, merges))
+        return self._polynomial[1]
+
+    def cost(self, norms: dict | SurvivorCounter, threshold: float) -> tuple[int, int]:
+        """(FLOPs, params) of the network compressed at `threshold`, from channel counts."""
+        counter = norms if isinstance(norms, SurvivorCounter) else self.survivors(norms)
+        return self.cost_polynomial()(counter.counts(threshold))
+
+    def kept(self, norms: dict, threshold: float) -> dict:
+        """The surviving group indices of every family at `threshold`."""
+        return kept_groups(self.hm.families, norms, threshold, self.args.remain_percentage,
                            self.args.p1_p2_same_ratio)
-        shape_of = compressed_shape_of(self.hm.families, {f: len(k) for f, k in kept.items()})
-        flops, params = self.hm.cost(shape_of, self.merged_view)
-        return flops, params, kept
 
     def minimum_ratio(self) -> float:
         """The smallest FLOPs ratio compression can reach: every family keeps only --remain_percentage of its
@@ -194,7 +210,7 @@ class SearchController:
         distinct = {f: torch.arange(f.size, 0, -1, dtype=torch.float32) for f in self.hm.families}
         return self.ratio_at(distinct, float('inf'))
 
-    def ratio_at(self, norms: dict, threshold: float) -> float:
+    def ratio_at(self, norms: dict | SurvivorCounter, threshold: float) -> float:
         return self.cost(norms, threshold)[0] / self.hm.baseline_flops
 
     def search_threshold(self, norms: dict, target: float, log) -> float:
@@ -202,6 +218,7 @@ class SearchController:
         which the kept channels change (midpoints between consecutive distinct group norms)."""
         values = torch.unique(torch.cat([n for f, n in norms.items() if f.cuts]).double())
         candidates = [0.0] + ((values[1:] + values[:-1]) / 2).tolist() + [float(values[-1]) * 2 + 1]
+        counter = self.survivors(norms)
         lo, hi, iteration = 0, len(candidates) - 1, 0
         ratios: dict[int, float] = {}
 
@@ -209,7 +226,7 @@ class SearchController:
             nonlocal iteration
             if i not in ratios:
                 iteration += 1
-                flops = self.cost(norms, candidates[i])[0]
+                flops = self.cost(counter, candidates[i])[0]
                 ratios[i] = flops / self.hm.baseline_flops
                 log.write(f'Iter {iteration}: threshold={candidates[i]:2.8f}, status={ratios[i]:2.4f}, flops={flops}.')
             return ratios[i]
@@ -233,9 +250,10 @@ class SearchController:
         """The original's threshold walk: steps of 0.01 from --threshold, halved at each crossing, at most
         100 iterations, stopping within 0.001 of the target."""
         threshold, step, status, iteration = self.args.threshold, 0.01, 1.0, 1
+        counter = self.survivors(norms)
         while abs(status - target) > THRESHOLD_TOLERANCE and iteration <= 100:
             previous = status
-            flops = self.cost(norms, threshold)[0]
+            flops = self.cost(counter, threshold)[0]
             status = flops / self.hm.baseline_flops
             log.write(f'Iter {iteration}: current step={step:1.4f}, current threshold={threshold:2.8f}, '
                       f'status={status:2.4f}, flops={flops}.')

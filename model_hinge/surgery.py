@@ -50,24 +50,6 @@ def kept_groups(families: list[GroupFamily], norms: dict, threshold: float, perc
     return kept
 
 
-def compressed_shape_of(families: list[GroupFamily], kept_counts: dict):
-    """A shape function for the complexity counter: every cut axis loses the removed channels of its families."""
-    removed: dict[int, dict[int, int]] = {}
-    for fam in families:
-        lost = (fam.size - kept_counts[fam]) * fam.chunk
-        for cut in fam.cuts:
-            axes = removed.setdefault(id(cut.tensor), {})
-            axes[cut.axis] = axes.get(cut.axis, 0) + lost
-
-    def shape_of(t: torch.Tensor) -> tuple:
-        shape = list(t.shape)
-        for axis, lost in removed.get(id(t), {}).items():
-            shape[axis] -= lost
-        return tuple(shape)
-
-    return shape_of
-
-
 def kept_positions(families: list[GroupFamily], kept: dict,
                    legacy: bool = False) -> dict[int, tuple[torch.Tensor, dict[int, torch.Tensor]]]:
     """The positions to keep of every cut (tensor, axis), from every family that cuts it: positions no family

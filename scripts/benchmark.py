@@ -14,7 +14,12 @@ sections are kept as they were; the latency section exists once per --size):
 
 Timings, not tests; medians of several repeats, because the machine may be shared.
 
+With `--original PATH` (a checkout of the original code, ofsoundof/group_sparsity) the script instead measures
+both codes side by side on real data (scripts/benchmark_original.py: its options, shims and method) and writes
+the section `original`.
+
     python scripts/benchmark.py [--section stages|latency|all] [--device cpu|cuda] [--out docs/benchmark.md]
+    python scripts/benchmark.py --original PATH --data DIR [--depths 20 56 164] [--batch_sizes 64 128] ...
       stages:  [--depth 56] [--batch_size 128] [--precision single|bf16]
       latency: [--size paper|small] [--models NAME ...] [--latency_batch 256] [--repeat 5] [--ratio 0.5]
 """
@@ -345,7 +350,22 @@ def replace_section(text: str, name: str, lines: list[str]) -> str:
     return text.rstrip('\n') + '\n\n' + block + '\n'
 
 
+def side_by_side(argv: list[str]) -> None:
+    """`--original PATH ...`: the comparison with the original code (scripts/benchmark_original.py takes the
+    options), written as the section 'original' of --out (default docs/benchmark.md)."""
+    import benchmark_original
+
+    out = Path(argv[argv.index('--out') + 1]) if '--out' in argv else ROOT / 'docs' / 'benchmark.md'
+    forwarded = argv[:argv.index('--out')] + argv[argv.index('--out') + 2:] if '--out' in argv else argv
+    lines = benchmark_original.main(forwarded, 'scripts/benchmark.py').splitlines()
+    text = out.read_text() if out.is_file() else '# Benchmarks\n'
+    save_text(replace_section(text, 'original', lines), out)
+
+
 def main() -> None:
+    if '--original' in sys.argv[1:]:
+        side_by_side(sys.argv[1:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--section', default='all', choices=['stages', 'latency', 'all'])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')

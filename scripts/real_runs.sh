@@ -8,7 +8,12 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DATA_PATH=${DATA_PATH:-$ROOT/../shared/data/cifar10-subset}
 SAVE_PATH=${SAVE_PATH:-$ROOT/runs/real}
 run() { python "$ROOT/main_hinge.py" "$@" --cpu --dir_data "$DATA_PATH" --dir_save "$SAVE_PATH" --reset --print_every 1000; }
-baseline() { run "$@" --batch_size 64 --lr 0.1 --epochs 12 --decay step-8-11; }
+# baseline EPOCHS DECAY ARGS...: a short baseline (12 epochs for the ResNets, 6 for DenseNet and WRN).
+baseline() {
+  local epochs=$1 decay=$2
+  shift 2
+  run "$@" --batch_size 64 --lr 0.1 --epochs "$epochs" --decay "$decay"
+}
 hinge() {
   local base=$1
   shift
@@ -17,20 +22,20 @@ hinge() {
     --sparsity_regularizer l1 --regularization_factor 3e-2 --threshold 5e-3 --layer_balancing --legacy_search
 }
 
-baseline --save base_resnet56b --template CIFAR10 --model ResNet --depth 56 --bottleneck
+baseline 12 step-8-11 --save base_resnet56b --template CIFAR10 --model ResNet --depth 56 --bottleneck
 hinge base_resnet56b --save hinge_bottleneck --template CIFAR10 --model Hinge_RESNET_BOTTLENECK --depth 56 \
   --bottleneck --p1_p2_same_ratio
 
-baseline --save base_resnext20 --template CIFAR10 --model ResNeXt --depth 20 --cardinality 32 --bottleneck_width 1
+baseline 12 step-8-11 --save base_resnext20 --template CIFAR10 --model ResNeXt --depth 20 --cardinality 32 --bottleneck_width 1
 hinge base_resnext20 --save hinge_resnext --template CIFAR10 --model Hinge_RESNEXT --depth 20 --cardinality 32 \
   --bottleneck_width 1
 
-baseline --save base_densenet22 --template CIFAR10_DenseNet --model DenseNet --depth 22
+baseline 6 step-4-5 --save base_densenet22 --template CIFAR10_DenseNet --model DenseNet --depth 22
 hinge base_densenet22 --save hinge_densenet_svd --template CIFAR10_DenseNet --model Hinge_DENSENET_SVD --depth 22 \
   --init_method svd2
 hinge base_densenet22 --save hinge_densenet --template CIFAR10_DenseNet --model Hinge_DenseNet --depth 22 \
   --init_method svd2
 
-baseline --save base_wrn16_2 --template CIFAR10_Wide_ResNet --model Wide_ResNet --depth 16 --widen_factor 2
+baseline 6 step-4-5 --save base_wrn16_2 --template CIFAR10_Wide_ResNet --model Wide_ResNet --depth 16 --widen_factor 2
 hinge base_wrn16_2 --save hinge_wide_resnet --template CIFAR10_Wide_ResNet --model Hinge_WIDE_RESNET --depth 16 \
   --widen_factor 2 --init_method p-identity --p1_p2_same_ratio

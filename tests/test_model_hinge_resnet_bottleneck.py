@@ -36,7 +36,7 @@ def test_same_ratio_keeps_as_many_conv3_inputs_as_conv1_outputs():
             if fam.role == 0:
                 fam.members[0].param[1::2] = 0
     c = SearchController(hm, args, None)
-    kept = c.cost(c.family_norms(), 1e-6)[2]
+    kept = c.kept(c.family_norms(), 1e-6)
     for first, second in zip(hm.families[0::2], hm.families[1::2], strict=True):
         assert len(kept[first]) == first.size // 2 == len(kept[second])
 

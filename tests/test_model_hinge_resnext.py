@@ -32,7 +32,7 @@ def test_a_group_is_a_whole_cardinality_group_and_removing_it_removes_a_group_of
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         before = hm.net.eval()(x)
-    compress(hm.families, c.cost(norms, 1e-9)[2], hm.net)
+    compress(hm.families, c.kept(norms, 1e-9), hm.net)
     assert (block.conv2.groups, block.conv2.out_channels, block.bn2.num_features) == \
         (cardinality - 1, (cardinality - 1) * chunk, (cardinality - 1) * chunk)
     assert block.conv3.in_channels == (cardinality - 1) * chunk and hm.net.layer1[0].conv2.groups == cardinality

@@ -248,7 +248,7 @@ def test_threshold_search_reaches_a_ratio_counted_independently(legacy):
     def counted_ratio(threshold: float) -> float:
         copy_ = copy.deepcopy(hm)
         controller = SearchController(copy_, args, None)
-        kept = controller.cost(controller.family_norms(), threshold)[2]
+        kept = controller.kept(controller.family_norms(), threshold)
         compress(copy_.families, kept, copy_.net)
         copy_.merge()
         return reference_flops(copy_.net, (3, 32, 32)) / hm.baseline_flops
@@ -266,7 +266,8 @@ def test_compression_report_lines_and_weights_only_information(tmp_path):
     hm, args = hinge_model(RESNET8, p1_p2_same_ratio=True)
     c = SearchController(hm, args, None)
     norms = c.family_norms()
-    flops, params, kept = c.cost(norms, 0.5)
+    flops, params = c.cost(norms, 0.5)
+    kept = c.kept(norms, 0.5)
     lines, info, per_layer = compression_report(hm, norms, kept, 0.5, 7, flops, params)
     assert lines[1].startswith('ResBlock0  Layer1: channels -> orginal=16, compress=')
     assert 'Hinge searching epochs: 7  \nFinal nullifying threshold 0.50000000' in lines[-1]
@@ -280,7 +281,8 @@ def test_compression_report_lines_and_weights_only_information(tmp_path):
     zero_groups(dense)
     c = SearchController(dense, args, None)
     norms = c.family_norms()
-    flops, params, kept = c.cost(norms, 1e-6)
+    flops, params = c.cost(norms, 1e-6)
+    kept = c.kept(norms, 1e-6)
     lines, info, per_layer = compression_report(dense, norms, kept, 1e-6, 3, flops, params)
     assert lines[1].startswith('DenseBlock0  Layer1: channels -> orginal=6 , compress=2 ')
     assert len(per_layer) == 1 and len(per_layer[0]) == len(dense.families)

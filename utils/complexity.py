@@ -124,3 +124,70 @@ class ComplexityModel:
 def _merged_weight_shape(conv: nn.Conv2d, matrix: nn.Conv2d, shape_of: ShapeOf) -> tuple:
     """The weight shape of the convolution that `conv` followed by the 1x1 `matrix` folds into."""
     return (shape_of(matrix.weight)[0],) + tuple(shape_of(conv.weight)[1:])
+
+
+class Polynomial:
+    """An integer polynomial in numbered variables, for counting FLOPs of symbolic shapes: the counter run once
+    on shapes whose channel counts are polynomials yields the count as a polynomial of those variables.
+
+    `terms` maps a monomial (sorted tuple of variable numbers, repeated for powers) to its coefficient.
+    """
+
+    def __init__(self, terms: dict[tuple[int, ...], int]):
+        self.terms = {m: c for m, c in terms.items() if c}
+
+    @staticmethod
+    def of(value) -> 'Polynomial':
+        return value if isinstance(value, Polynomial) else Polynomial({(): int(value)})
+
+    def __add__(self, other) -> 'Polynomial':
+        terms = dict(self.terms)
+        for m, c in Polynomial.of(other).terms.items():
+            terms[m] = terms.get(m, 0) + c
+        return Polynomial(terms)
+
+    __radd__ = __add__
+
+    def __neg__(self) -> 'Polynomial':
+        return Polynomial({m: -c for m, c in self.terms.items()})
+
+    def __sub__(self, other) -> 'Polynomial':
+        return self + -Polynomial.of(other)
+
+    def __rsub__(self, other) -> 'Polynomial':
+        return Polynomial.of(other) - self
+
+    def __mul__(self, other) -> 'Polynomial':
+        terms: dict[tuple[int, ...], int] = {}
+        for m1, c1 in self.terms.items():
+            for m2, c2 in Polynomial.of(other).terms.items():
+                m = tuple(sorted(m1 + m2))
+                terms[m] = terms.get(m, 0) + c1 * c2
+        return Polynomial(terms)
+
+    __rmul__ = __mul__
+
+    def compile(self) -> 'CompiledPolynomial':
+        return CompiledPolynomial(self)
+
+
+class CompiledPolynomial:
+    """A Polynomial as index and coefficient tensors, evaluated at many points at once in float64 (exact for
+    the integer counts of networks: every partial product stays far below 2**53)."""
+
+    def __init__(self, poly: Polynomial):
+        by_degree: dict[int, list[tuple[tuple[int, ...], int]]] = {}
+        for m, c in poly.terms.items():
+            by_degree.setdefault(len(m), []).append((m, c))
+        self.constant = float(dict(by_degree.pop(0, [])).get((), 0))
+        self.parts = [(torch.tensor([m for m, _ in terms], dtype=torch.long),
+                       torch.tensor([c for _, c in terms], dtype=torch.float64))
+                      for _, terms in sorted(by_degree.items())]
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        """The polynomial at `values` (..., n_variables), float64."""
+        values = values.double()
+        total = torch.full(values.shape[:-1], self.constant, dtype=torch.float64)
+        for index, coefficients in self.parts:
+            total = total + (values[..., index].prod(-1) * coefficients).sum(-1)
+        return total

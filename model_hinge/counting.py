@@ -1,0 +1,91 @@
+"""The would-be cost of compressing at a threshold, fast: the search evaluates it many times per threshold walk.
+
+`SurvivorCounter` counts the groups `surgery.select_kept` would keep in every family at once from the sorted
+norms (the rare degenerate families, all or nearly all norms zero, go through `select_kept` itself), and
+`CostPolynomial` gives FLOPs and parameters as a polynomial of the removed-group counts, obtained by running the
+complexity counter once on symbolic shapes. Both are exact: they agree with `select_kept` and the counter.
+"""
+
+import torch
+
+from model_hinge.groups import GroupFamily
+from model_hinge.surgery import select_kept
+from utils.complexity import ComplexityModel, Merges, Polynomial
+
+
+class SurvivorCounter:
+    """How many groups of each family survive a threshold, for one set of group norms."""
+
+    def __init__(self, families: list[GroupFamily], norms: dict, percentage: float, same_ratio: bool):
+        self.families = families
+        self.norms = [norms[f].float() for f in families]
+        self.sizes = torch.tensor([f.size for f in families])
+        padded = torch.nn.utils.rnn.pad_sequence(self.norms, batch_first=True, padding_value=float('-inf'))
+        self.sorted = padded.sort(dim=1, descending=True).values
+        self.minimum = torch.clamp((self.sizes * percentage).long(), min=1).minimum(self.sizes)
+        index = {f: i for i, f in enumerate(families)}
+        self.partner = torch.tensor([index[f.same_as] if same_ratio and f.same_as is not None else -1
+                                     for f in families])
+        self.percentage = percentage
+        rows = torch.arange(len(families))
+        self.kth = self.sorted[rows, self.minimum - 1]
+        self.degenerate = ((self.sorted[:, 0] <= 0) | (self.kth <= 0)) & (self.partner < 0)
+
+    def counts(self, threshold: float) -> torch.Tensor:
+        """Survivors per family (long), as `select_kept` would keep them at `threshold`."""
+        bound = torch.minimum(self.kth, torch.tensor(threshold, dtype=torch.float32)).unsqueeze(1)
+        above = self.sorted > bound if threshold == 0 else self.sorted >= bound
+        counts = above.sum(1)
+        for row in self.degenerate.nonzero().view(-1).tolist():
+            counts[row] = len(select_kept(self.norms[row], threshold, self.percentage))
+        pending = self.partner >= 0
+        while bool(pending.any()):
+            ready = pending & ~pending[self.partner.clamp(min=0)]
+            if not bool(ready.any()):
+                raise ValueError('the --p1_p2_same_ratio partners of the compression plan form a cycle')
+            self._count_fixed(counts, ready.nonzero().view(-1), threshold)
+            pending &= ~ready
+        return counts
+
+    def _count_fixed(self, counts: torch.Tensor, rows: torch.Tensor, threshold: float) -> None:
+        """Families that keep as many groups as their partner (ties at the last kept norm survive too)."""
+        k = counts[self.partner[rows]].minimum(self.sizes[rows])
+        kth = self.sorted[rows, k - 1]
+        counts[rows] = (self.sorted[rows] >= kth.unsqueeze(1)).sum(1)
+        degenerate = (self.sorted[rows, 0] <= 0) | (kth <= 0)
+        for row, fixed in zip(rows[degenerate].tolist(), k[degenerate].tolist(), strict=True):
+            counts[row] = len(select_kept(self.norms[row], threshold, self.percentage, fixed))
+
+
+class CostPolynomial:
+    """FLOPs and parameters of the network with r_f groups removed from each family f, as polynomials of r."""
+
+    def __init__(self, families: list[GroupFamily], complexity: ComplexityModel, merges: Merges):
+        self.sizes = torch.tensor([f.size for f in families], dtype=torch.float64)
+        shape_of = symbolic_shape_of(families)
+        self.flops = complexity.flops(shape_of, merges).compile()
+        self.params = complexity.params(shape_of, merges).compile()
+
+    def __call__(self, counts: torch.Tensor) -> tuple[int, int]:
+        """(FLOPs, params) when each family keeps `counts` groups."""
+        removed = self.sizes - counts.double()
+        return round(float(self.flops(removed))), round(float(self.params(removed)))
+
+
+def symbolic_shape_of(families: list[GroupFamily]):
+    """A shape function for the complexity counter whose cut axes are polynomials: base size minus chunk times
+    the removed groups (variable number = family index) of every family cutting the axis."""
+    removed: dict[int, dict[int, Polynomial]] = {}
+    for number, fam in enumerate(families):
+        lost = Polynomial({(number,): fam.chunk})
+        for cut in fam.cuts:
+            axes = removed.setdefault(id(cut.tensor), {})
+            axes[cut.axis] = axes.get(cut.axis, 0) + lost
+
+    def shape_of(t: torch.Tensor) -> tuple:
+        shape: list = [Polynomial.of(s) for s in t.shape]
+        for axis, lost in removed.get(id(t), {}).items():
+            shape[axis] = shape[axis] - lost
+        return tuple(shape)
+
+    return shape_of
