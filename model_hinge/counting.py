@@ -63,8 +63,8 @@ class CostPolynomial:
     def __init__(self, families: list[GroupFamily], complexity: ComplexityModel, merges: Merges):
         self.sizes = torch.tensor([f.size for f in families], dtype=torch.float64)
         shape_of = symbolic_shape_of(families)
-        self.flops = complexity.flops(shape_of, merges).compile()
-        self.params = complexity.params(shape_of, merges).compile()
+        self.flops = Polynomial.total(complexity.flops_terms(shape_of, merges)).compile()
+        self.params = Polynomial.total(complexity.params_terms(shape_of, merges)).compile()
 
     def __call__(self, counts: torch.Tensor) -> tuple[int, int]:
         """(FLOPs, params) when each family keeps `counts` groups."""
@@ -73,7 +73,8 @@ class CostPolynomial:
 
 
 def symbolic_shape_of(families: list[GroupFamily]):
-    """A shape function for the complexity counter whose cut axes are polynomials: base size minus chunk times
+    """A shape function for the complexity counter whose cut axes are polynomials (the others stay integers, which
+    keeps the one symbolic pass cheap): base size minus chunk times
     the removed groups (variable number = family index) of every family cutting the axis."""
     removed: dict[int, dict[int, Polynomial]] = {}
     for number, fam in enumerate(families):
@@ -83,7 +84,7 @@ def symbolic_shape_of(families: list[GroupFamily]):
             axes[cut.axis] = axes.get(cut.axis, 0) + lost
 
     def shape_of(t: torch.Tensor) -> tuple:
-        shape: list = [Polynomial.of(s) for s in t.shape]
+        shape: list = list(t.shape)
         for axis, lost in removed.get(id(t), {}).items():
             shape[axis] = shape[axis] - lost
         return tuple(shape)

@@ -103,22 +103,30 @@ class ComplexityModel:
 
     def flops(self, shape_of: ShapeOf = actual_shape, merges: Merges = ()) -> int:
         """FLOPs per image, as the original counter would report them (for the merged network with `merges`)."""
-        total = sum(module_flops(e, shape_of) for e in self.counted)
-        for conv, matrix in merges:
-            first, second = self.entry[conv], self.entry[matrix]
-            total += (first.spatial * prod(_merged_weight_shape(conv, matrix, shape_of))
-                      - module_flops(first, shape_of) - module_flops(second, shape_of))
-        return total
+        return sum(self.flops_terms(shape_of, merges))
 
     def params(self, shape_of: ShapeOf = actual_shape, merges: Merges = ()) -> int:
         """Number of trainable parameters (of the merged network with `merges`)."""
-        total = sum(prod(shape_of(p)) for p in self.net.parameters() if p.requires_grad)
+        return sum(self.params_terms(shape_of, merges))
+
+    def flops_terms(self, shape_of: ShapeOf, merges: Merges) -> list:
+        """The summands of `flops`: one per counted module, and a correction per merged pair."""
+        terms = [module_flops(e, shape_of) for e in self.counted]
+        for conv, matrix in merges:
+            first, second = self.entry[conv], self.entry[matrix]
+            terms += [first.spatial * prod(_merged_weight_shape(conv, matrix, shape_of)),
+                      -module_flops(first, shape_of), -module_flops(second, shape_of)]
+        return terms
+
+    def params_terms(self, shape_of: ShapeOf, merges: Merges) -> list:
+        """The summands of `params`: one per trainable tensor, and the merged pairs' corrections."""
+        terms = [prod(shape_of(p)) for p in self.net.parameters() if p.requires_grad]
         for conv, matrix in merges:
             own = [p for m in (conv, matrix) for p in m.parameters() if p.requires_grad]
             merged_shape = _merged_weight_shape(conv, matrix, shape_of)
             has_bias = conv.bias is not None or matrix.bias is not None
-            total += prod(merged_shape) + (merged_shape[0] if has_bias else 0) - sum(prod(shape_of(p)) for p in own)
-        return total
+            terms += [prod(merged_shape), merged_shape[0] if has_bias else 0] + [-prod(shape_of(p)) for p in own]
+        return terms
 
 
 def _merged_weight_shape(conv: nn.Conv2d, matrix: nn.Conv2d, shape_of: ShapeOf) -> tuple:
@@ -166,6 +174,15 @@ class Polynomial:
         return Polynomial(terms)
 
     __rmul__ = __mul__
+
+    @staticmethod
+    def total(summands: list) -> 'Polynomial':
+        """The sum of integers and polynomials, accumulated in one dictionary (repeated `+` copies it)."""
+        terms: dict[tuple[int, ...], int] = {}
+        for summand in summands:
+            for m, c in Polynomial.of(summand).terms.items():
+                terms[m] = terms.get(m, 0) + c
+        return Polynomial(terms)
 
     def compile(self) -> 'CompiledPolynomial':
         return CompiledPolynomial(self)
