@@ -217,17 +217,31 @@ def scale_original_groups(net, model_name: str) -> None:
                 param.data.mul_(searched_factors(param.shape[dim], generator).view(shape))
 
 
+def original_hinge_trainer(args: argparse.Namespace):
+    """(model, data, trainer) of the original's Hinge search with distillation, as its main_hinge builds them."""
+    from util import utility
+    from util.trainer_hinge import Trainer
+
+    from data import Data
+    from loss import Loss
+    from model_hinge import Model
+
+    ckp = utility.checkpoint(args)
+    model = Model(args, ckp)
+    teacher = Model(args, ckp, teacher=True)
+    loader = Data(args)
+    return model, loader, Trainer(args, loader, model, Loss(args, ckp), ckp, None, False, teacher)
+
+
 def measure_original(original: Path, depth: int, batch_size: int, opts: argparse.Namespace, work: Path) -> dict:
     """The stage figures of the original code for one depth and batch size (see the module docstring)."""
     original_shims(original, opts.pylib, Path(opts.data))
     from util import utility
     from util.trainer_clean import Trainer as BaselineTrainer
-    from util.trainer_hinge import Trainer
 
     from data import Data
     from loss import Loss
     from model import Model as BaselineModel
-    from model_hinge import Model
     from model_hinge.hinge_utility import binary_search, calc_model_complexity_running
 
     limit = opts.warmup + opts.batches
@@ -246,11 +260,7 @@ def measure_original(original: Path, depth: int, batch_size: int, opts: argparse
 
     torch.manual_seed(1)
     args = original_args(HINGE_FLAGS[depth].split() + common_flags(batch_size, opts, work, 'hinge', True))
-    ckp = utility.checkpoint(args)
-    model = Model(args, ckp)
-    teacher = Model(args, ckp, teacher=True)
-    loader = Data(args)
-    trainer = Trainer(args, loader, model, Loss(args, ckp), ckp, None, False, teacher)
+    model, loader, trainer = original_hinge_trainer(args)
     trainer.loader_train = timed = TimedBatches(loader.loader_train, limit)
     trainer.train()
     result['search_ips'] = timed.images_per_second(opts.warmup)
@@ -283,12 +293,8 @@ def measure_original_epoch(original: Path, opts: argparse.Namespace, work: Path)
     calc_model_complexity_running as its main_hinge loop runs them."""
     original_shims(original, opts.pylib, Path(opts.data))
     from util import utility
-    from util.trainer_hinge import Trainer
 
-    from data import Data
-    from loss import Loss
     from model import Model as BaselineModel
-    from model_hinge import Model
     from model_hinge.hinge_utility import calc_model_complexity_running
 
     torch.manual_seed(1)
@@ -297,11 +303,7 @@ def measure_original_epoch(original: Path, opts: argparse.Namespace, work: Path)
     torch.save(BaselineModel(args, utility.checkpoint(args)).get_model().state_dict(), work / 'baseline.pt')
     torch.manual_seed(1)
     args = original_args(HINGE_FLAGS[EPOCH_DEPTH].split() + common_flags(EPOCH_BATCH, opts, work, 'epoch', True))
-    ckp = utility.checkpoint(args)
-    model = Model(args, ckp)
-    teacher = Model(args, ckp, teacher=True)
-    loader = Data(args)
-    trainer = Trainer(args, loader, model, Loss(args, ckp), ckp, None, False, teacher)
+    model, loader, trainer = original_hinge_trainer(args)
     start = time.perf_counter()
     trainer.train()
     trained = time.perf_counter()
