@@ -456,7 +456,9 @@ def summary(s: Session, hm: HingeModel) -> None:
                 f'(ratio {flops_c / hm.baseline_flops:.4f})')
     s.log.write(f'  Params: {hm.baseline_params / 1e3:.2f}k -> {params_c / 1e3:.2f}k '
                 f'(ratio {params_c / hm.baseline_params:.4f})')
-    s.log.write(f'  Top-1 error: before compression {fmt(r.get("baseline_top1_err"))}, right after compression '
+    searched = [e['top1_err'] for e in r.get('history', []) if e['stage'] == 'search']
+    s.log.write(f'  Top-1 error: baseline {fmt(r.get("baseline_top1_err"))}, end of the search '
+                f'{fmt(searched[-1] if searched else None)}, right after compression '
                 f'{fmt(r.get("compressed_top1_err"))}, after converging {fmt(r.get("top1_err"))} '
                 f'(best {fmt(r.get("best_top1_err"))})')
     s.log.write(f'  Run directory: {s.run_dir}')

@@ -245,6 +245,9 @@ def test_vgg_with_the_legacy_search(small_demo, tmp_path):
     assert r['flops_compressed'] < r['flops'] and r['params_compressed'] < r['params']
     log = (tmp_path / 'runs' / 'hvgg' / 'log.txt').read_text()
     assert 'Iter 1: current step=0.0100' in log and 'Converging Stage (Searching Epoch' in log
+    searched = [e for e in r['history'] if e['stage'] == 'search'][-1]['top1_err']
+    assert (f'Top-1 error: baseline {r["baseline_top1_err"]:.2f}%, end of the search {searched:.2f}%, right after '
+            f'compression {r["compressed_top1_err"]:.2f}%, after converging {r["top1_err"]:.2f}%') in log
 
 
 def test_merging_models_save_the_merged_network_after_converging(small_demo, tmp_path):
