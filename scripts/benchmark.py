@@ -326,6 +326,8 @@ def latency_section(opts: argparse.Namespace, device: torch.device) -> list[str]
              '| network | variant | FLOPs | FLOPs ratio | params ratio | runtime | latency b=1 (ms) | speed-up | '
              f'images/s b={opts.latency_batch} | speed-up |', '|' + '---|' * 10]
     lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
+    if 'onnx' in opts.runtimes.split(',') and onnx_missing():
+        notes.append('ONNX Runtime is not installed here, so there are no onnx rows (README, Dependencies)')
     if notes:
         lines += [''] + [f'- {n}.' for n in notes]
     return lines
