@@ -188,11 +188,12 @@ class SearchController:
 
     def cost_polynomial(self) -> CostPolynomial:
         """FLOPs and params as polynomials of the removed groups, rebuilt when the network's structure changed."""
-        key = (id(self.hm.complexity), self.hm.merged)
-        if self._polynomial is None or self._polynomial[0] != key:
+        cached = self._polynomial
+        if cached is None or cached[0] is not self.hm.complexity or cached[1] != self.hm.merged:
             merges = self.hm.merge_pairs() if self.merged_view else []
-            self._polynomial = (key, CostPolynomial(self.hm.families, self.hm.complexity, merges))
-        return self._polynomial[1]
+            cached = (self.hm.complexity, self.hm.merged, CostPolynomial(self.hm.families, self.hm.complexity, merges))
+            self._polynomial = cached
+        return cached[2]
 
     def cost(self, norms: dict | SurvivorCounter, threshold: float) -> tuple[int, int]:
         """(FLOPs, params) of the network compressed at `threshold`, from channel counts."""

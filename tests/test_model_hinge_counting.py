@@ -71,3 +71,14 @@ def test_cost_polynomial_equals_the_counted_compressed_network(name):
         clone.merge()
     assert flops == reference_flops(clone.net, (3, 32, 32))
     assert params == sum(p.numel() for p in clone.net.parameters() if p.requires_grad)
+
+
+def test_the_cost_follows_the_network_after_compression():
+    hm, args = hinge_model(SMALL['Hinge_ResNet_Basic_SVD'])
+    controller = SearchController(hm, args, None)
+    norms = awkward_norms(hm.families, 2)
+    before = controller.cost(norms, 0.0)
+    compress(hm.families, controller.kept(norms, 0.4), hm.net)
+    hm.retrace()
+    smaller = controller.family_norms()
+    assert controller.cost(smaller, 0.0) == hm.cost() != before
