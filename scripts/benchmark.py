@@ -111,17 +111,15 @@ def hinge(argv: str, device: torch.device):
     adapter = adapter_for(args.model)
     net = build_baseline(args, adapter.baseline)
     hm = HingeModel(net, adapter.plan(net), INPUT, args.init_method)
-    hm.net.to(device)
-    if device.type == 'cuda':
-        hm.net.to(memory_format=torch.channels_last)
+    hm.net.to(device, memory_format=torch.channels_last)           # as the trainer runs it
     return hm, args
 
 
 def training_step_rate(net, device, batch_size, hooks=None, optimizer=None, precision='single') -> float:
     """Images per second of forward + backward + step (+ the search hooks) on random CIFAR-sized data."""
     criterion = Loss('1*CE').to(device)
-    fmt = torch.channels_last if device.type == 'cuda' else torch.contiguous_format
-    x = torch.randn(batch_size, *INPUT, device=device).contiguous(memory_format=fmt)
+    net.to(memory_format=torch.channels_last)                      # as the trainer runs it
+    x = torch.randn(batch_size, *INPUT, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch_size,), device=device)
     optimizer = optimizer or torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     net.train()
@@ -147,8 +145,8 @@ def training_step_rate(net, device, batch_size, hooks=None, optimizer=None, prec
 
 
 def eval_rate(net, device, batch_size=500) -> float:
-    fmt = torch.channels_last if device.type == 'cuda' else torch.contiguous_format
-    x = torch.randn(batch_size, *INPUT, device=device).contiguous(memory_format=fmt)
+    net.to(memory_format=torch.channels_last)
+    x = torch.randn(batch_size, *INPUT, device=device).contiguous(memory_format=torch.channels_last)
     net.eval()
 
     def run():
