@@ -355,8 +355,11 @@ def side_by_side(argv: list[str]) -> None:
     options), written as the section 'original' of --out (default docs/benchmark.md)."""
     import benchmark_original
 
-    out = Path(argv[argv.index('--out') + 1]) if '--out' in argv else ROOT / 'docs' / 'benchmark.md'
-    forwarded = argv[:argv.index('--out')] + argv[argv.index('--out') + 2:] if '--out' in argv else argv
+    out, forwarded = ROOT / 'docs' / 'benchmark.md', list(argv)
+    if '--out' in forwarded:
+        at = forwarded.index('--out')
+        out = Path(forwarded[at + 1])
+        del forwarded[at:at + 2]
     lines = benchmark_original.main(forwarded, 'scripts/benchmark.py').splitlines()
     text = out.read_text() if out.is_file() else '# Benchmarks\n'
     save_text(replace_section(text, 'original', lines), out)

@@ -149,10 +149,7 @@ class Polynomial:
         return value if isinstance(value, Polynomial) else Polynomial({(): int(value)})
 
     def __add__(self, other) -> 'Polynomial':
-        terms = dict(self.terms)
-        for m, c in Polynomial.of(other).terms.items():
-            terms[m] = terms.get(m, 0) + c
-        return Polynomial(terms)
+        return Polynomial.total([self, other])
 
     __radd__ = __add__
 
