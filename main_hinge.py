@@ -24,7 +24,9 @@ from data import Data, build_data
 from loss import Loss
 from model import build_baseline, is_baseline
 from model_hinge import NAMES, adapter_for, is_hinge
+from model_hinge.complexity import ComplexityModel
 from model_hinge.core import HingeModel, convert
+from model_hinge.errors import HingeError
 from model_hinge.plan import Plan
 from model_hinge.search import (
     ConvergingHooks,
@@ -54,7 +56,6 @@ from trainer import (
 )
 from utils import distributed, plot, signals
 from utils.board import Board, require_tensorboard
-from utils.complexity import ComplexityModel
 from utils.distributed import World, barrier, global_batchnorm
 from utils.errors import Interrupted, NonFiniteError, UsageError
 from utils.export import check_target, describe, export_network
@@ -553,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                 validate(args)
                 relaunch_with_torchrun(args.n_GPUs, argv)
             run(args)
-    except UsageError as err:
+    except HingeError as err:
         print(f'main_hinge.py: error: {err}', file=sys.stderr)
         return 2
     except NonFiniteError as err:

@@ -11,11 +11,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model_hinge.complexity import ComplexityModel, Merges, ShapeOf, actual_shape
 from model_hinge.groups import bind
 from model_hinge.init import factorize
 from model_hinge.plan import Insertion, Plan, split_path
 from model_hinge.surgery import merge_insertion, sync_module_attributes
-from utils.complexity import ComplexityModel, Merges, ShapeOf, actual_shape
 
 
 class DReLU(nn.Module):
@@ -90,6 +90,16 @@ class Adapter:
 
     def plan(self, net: nn.Module) -> Plan:
         raise NotImplementedError
+
+
+def class_is(module: nn.Module, *names: str) -> bool:
+    """Whether the module's class is called one of names: adapters recognise blocks without importing model/."""
+    return type(module).__name__ in names
+
+
+def blocks_named(net: nn.Module, *names: str) -> list[tuple[str, nn.Module]]:
+    """(path, module) of every submodule whose class is called one of names, in module order."""
+    return [(path, m) for path, m in net.named_modules() if class_is(m, *names)]
 
 
 class HingeModel:

@@ -8,9 +8,9 @@ complexity counter once on symbolic shapes. Both are exact: they agree with `sel
 
 import torch
 
+from model_hinge.complexity import ComplexityModel, Merges, Polynomial
 from model_hinge.groups import GroupFamily
 from model_hinge.surgery import select_kept
-from utils.complexity import ComplexityModel, Merges, Polynomial
 
 
 class SurvivorCounter:

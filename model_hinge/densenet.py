@@ -8,10 +8,9 @@ BatchNorm and the classifier), at that layer's offset; conv and A merge for depl
 
 import torch.nn as nn
 
-from model.densenet import Dense, Transition
-from model_hinge.core import Adapter
+from model_hinge.core import Adapter, class_is
+from model_hinge.errors import HingeError
 from model_hinge.plan import Cut, Family, Insertion, Legacy, Member, Plan, Policy, bn_tensors
-from utils.errors import UsageError
 
 LEGACY = Legacy(prox_ignores_annealing=True, layer_weight_shift=1)
 
@@ -20,14 +19,15 @@ def units(net: nn.Module) -> tuple[list[tuple[str, str, nn.Module]], str]:
     """(kind, path, module) of every dense layer and transition in order, and the final BatchNorm's path."""
     found, final_bn = [], ''
     for i, child in enumerate(net.features):
-        if isinstance(child, Transition):
+        if class_is(child, 'Transition'):
             found.append(('transition', f'features.{i}', child))
         elif isinstance(child, nn.Sequential):
-            found += [('dense', f'features.{i}.{j}', m) for j, m in enumerate(child) if isinstance(m, Dense)]
+            layers = [(j, m) for j, m in enumerate(child) if class_is(m, 'Dense', 'BottleNeck')]
+            found += [('dense', f'features.{i}.{j}', m) for j, m in layers]
         elif isinstance(child, nn.BatchNorm2d):
             final_bn = f'features.{i}'
     if not found or not final_bn:
-        raise UsageError('this Hinge model needs the DenseNet layout (dense blocks, transitions, final BatchNorm).')
+        raise HingeError('this Hinge model needs the DenseNet layout (dense blocks, transitions, final BatchNorm).')
     return found, final_bn
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from model_hinge.errors import HingeError
 from model_hinge.plan import Plan, split_path
-from utils.errors import UsageError
 
 
 @dataclass
@@ -93,7 +93,7 @@ def resolve(net: nn.Module, name: str, what: str) -> tuple[nn.Module, str]:
     except AttributeError:
         module = None
     if module is None or not isinstance(getattr(module, attr, None), torch.Tensor):
-        raise UsageError(f'the compression plan names {what} {name}, which this network does not have; '
+        raise HingeError(f'the compression plan names {what} {name}, which this network does not have; '
                          'the plan was made for another architecture.')
     return module, attr
 
@@ -120,17 +120,17 @@ def check_fit(families: list[GroupFamily], model: str) -> None:
         counts = {m.param.shape[m.dim] // m.chunk for m in fam.members}
         divisible = all(m.param.shape[m.dim] % m.chunk == 0 for m in fam.members)
         if len(counts) != 1 or not divisible:
-            raise UsageError(f'the compression plan of {model} does not fit the network: the members of family '
+            raise HingeError(f'the compression plan of {model} does not fit the network: the members of family '
                              f'{index} do not have the same number of groups.')
         for cut in fam.cuts:
             size = cut.tensor.shape[cut.axis] if cut.axis < cut.tensor.dim() else -1
             span = (cut.offset, cut.offset + fam.channels_total)
             if cut.offset < 0 or span[1] > size:
-                raise UsageError(f'the compression plan of {model} does not fit the network: family {index} cuts '
+                raise HingeError(f'the compression plan of {model} does not fit the network: family {index} cuts '
                                  f'positions {span[0]}..{span[1]} of an axis of size {size}.')
             spans = taken.setdefault((id(cut.tensor), cut.axis), [])
             if any(a < span[1] and span[0] < b for a, b in spans):
-                raise UsageError(f'the compression plan of {model} is inconsistent: two families cut the same '
+                raise HingeError(f'the compression plan of {model} is inconsistent: two families cut the same '
                                  'positions of one tensor.')
             spans.append(span)
 

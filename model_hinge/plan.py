@@ -11,7 +11,7 @@ JSON, is saved with every run (plan.json) and rebuilds a compressed network with
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from utils.errors import UsageError
+from model_hinge.errors import HingeError
 
 INSERT_STYLES = ('wrap', 'after')
 PROX_LR_CHOICES = ('last_group', 'role_group')
@@ -126,7 +126,7 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> 'Plan':
-        """Rebuild a plan from to_dict() output (e.g. plan.json); malformed data is a UsageError."""
+        """Rebuild a plan from to_dict() output (e.g. plan.json); malformed data is a HingeError."""
         try:
             policy = dict(data.get('policy', {}))
             policy['legacy'] = Legacy(**policy.get('legacy', {}))
@@ -135,7 +135,7 @@ class Plan:
             plan = cls(model=data['model'], insertions=[Insertion(**i) for i in data.get('insertions', [])],
                        replacements=dict(data.get('replacements', {})), families=families, policy=Policy(**policy))
         except (KeyError, TypeError, ValueError) as err:
-            raise UsageError(f'the compression plan is malformed ({err}); delete plan.json to plan again.') from None
+            raise HingeError(f'the compression plan is malformed ({err}); delete plan.json to plan again.') from None
         plan.check_form()
         return plan
 
@@ -153,7 +153,7 @@ class Plan:
         if self.policy.prox_lr not in PROX_LR_CHOICES:
             problems.append(f'prox_lr {self.policy.prox_lr!r}')
         if problems:
-            raise UsageError(f'the compression plan of {self.model} is invalid: {", ".join(problems)}.')
+            raise HingeError(f'the compression plan of {self.model} is invalid: {", ".join(problems)}.')
 
     @property
     def merges(self) -> list[Insertion]:

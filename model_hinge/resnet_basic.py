@@ -7,17 +7,16 @@ through the columns of A2.
 
 import torch.nn as nn
 
-from model.resnet import ResBlock
-from model_hinge.core import Adapter
+from model_hinge.core import Adapter, blocks_named, class_is
+from model_hinge.errors import HingeError
 from model_hinge.plan import Cut, Family, Insertion, Legacy, Member, Plan, Policy, bn_tensors, cuts_of
-from utils.errors import UsageError
 
 
 def basic_blocks(net: nn.Module) -> list[str]:
     """Module paths of the basic blocks; bottleneck networks are refused."""
-    blocks = [(path, m) for path, m in net.named_modules() if isinstance(m, ResBlock)]
-    if not blocks or any(type(m) is not ResBlock for _, m in blocks):
-        raise UsageError('this Hinge model needs basic blocks (ResNet depth 6n+2 up to 110); '
+    blocks = blocks_named(net, 'ResBlock', 'BottleNeck')
+    if not blocks or not all(class_is(m, 'ResBlock') for _, m in blocks):
+        raise HingeError('this Hinge model needs basic blocks (ResNet depth 6n+2 up to 110); '
                          'bottleneck ResNets use Hinge_RESNET_BOTTLENECK.')
     return [path for path, _ in blocks]
 

@@ -6,19 +6,18 @@ shrinks conv1, the middle 3x3 and conv3 with their BatchNorms, while the block's
 
 import torch.nn as nn
 
-from model.resnet import BottleNeck, ResBlock
-from model_hinge.core import Adapter
+from model_hinge.core import Adapter, blocks_named, class_is
+from model_hinge.errors import HingeError
 from model_hinge.plan import Cut, Family, Member, Plan, Policy, bn_tensors, cuts_of
-from utils.errors import UsageError
 
 
 class ResNetBottleneck(Adapter):
     name, baseline = 'Hinge_RESNET_BOTTLENECK', 'resnet'
 
     def plan(self, net: nn.Module) -> Plan:
-        blocks = [(path, m) for path, m in net.named_modules() if isinstance(m, ResBlock)]
-        if not blocks or any(type(m) is not BottleNeck for _, m in blocks):
-            raise UsageError('Hinge_RESNET_BOTTLENECK needs bottleneck blocks (ResNet depth 9n+2, e.g. 164); '
+        blocks = blocks_named(net, 'ResBlock', 'BottleNeck')
+        if not blocks or not all(class_is(m, 'BottleNeck') for _, m in blocks):
+            raise HingeError('Hinge_RESNET_BOTTLENECK needs bottleneck blocks (ResNet depth 9n+2, e.g. 164); '
                              'basic-block ResNets use Hinge_ResNet_Basic_SVD.')
         families = []
         for block, (path, _) in enumerate(blocks):

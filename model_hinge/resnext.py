@@ -6,8 +6,7 @@ Removing it removes one group of the grouped 3x3 convolution (and its BatchNorm 
 
 import torch.nn as nn
 
-from model.resnext import Block
-from model_hinge.core import Adapter
+from model_hinge.core import Adapter, blocks_named
 from model_hinge.plan import Cut, Family, Member, Plan, Policy, bn_tensors, cuts_of
 
 
@@ -16,7 +15,7 @@ class ResNeXtAdapter(Adapter):
 
     def plan(self, net: nn.Module) -> Plan:
         families = []
-        blocks = [(path, m) for path, m in net.named_modules() if isinstance(m, Block)]
+        blocks = blocks_named(net, 'Block')
         for block, (path, module) in enumerate(blocks):
             chunk = module.conv2.out_channels // module.conv2.groups
             conv1, conv2, conv3 = (f'{path}.conv{i}.weight' for i in (1, 2, 3))

@@ -8,9 +8,9 @@ attributes (channel counts, groups) are re-derived from the tensor shapes afterw
 import torch
 import torch.nn as nn
 
+from model_hinge.errors import HingeError
 from model_hinge.groups import GroupFamily
 from model_hinge.plan import Insertion, split_path
-from utils.errors import UsageError
 
 OPTIONAL_KEYS = ('running_grad_ratio',)
 
@@ -153,11 +153,11 @@ def load_state(net: nn.Module, state: dict, what: str, adapt: bool) -> list[str]
     Returns notes for the log.
     """
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UsageError(f'{what} is not a state_dict (a mapping of names to tensors); '
+        raise HingeError(f'{what} is not a state_dict (a mapping of names to tensors); '
                          'save checkpoints with torch.save(model.state_dict(), path).')
     damaged = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if damaged:
-        raise UsageError(f'{what}: tensor {damaged[0]} holds NaN or inf ({len(damaged)} such tensor(s)); the '
+        raise HingeError(f'{what}: tensor {damaged[0]} holds NaN or inf ({len(damaged)} such tensor(s)); the '
                          'checkpoint is damaged or comes from a run that diverged.')
     own = net.state_dict(keep_vars=True)
     optional = [k for k in OPTIONAL_KEYS if k in state and k in net._buffers]
@@ -176,7 +176,7 @@ def load_state(net: nn.Module, state: dict, what: str, adapt: bool) -> list[str]
             k = bad_shape[0]
             parts.append(f'{len(bad_shape)} have incompatible shapes (e.g. {k}: checkpoint '
                          f'{tuple(state[k].shape)}, model {tuple(own[k].shape)})')
-        raise UsageError(f'{what} was written for another architecture: {"; ".join(parts)}; '
+        raise HingeError(f'{what} was written for another architecture: {"; ".join(parts)}; '
                          'check --model, --depth and the other architecture flags.')
     with torch.no_grad():
         for k, v in state.items():

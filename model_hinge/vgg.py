@@ -6,19 +6,18 @@ except in the last block, whose outputs feed the classifier.
 
 import torch.nn as nn
 
-from model.common import BasicBlock
-from model_hinge.core import Adapter
+from model_hinge.core import Adapter, class_is
+from model_hinge.errors import HingeError
 from model_hinge.plan import Cut, Family, Insertion, Legacy, Member, Plan, Policy, bn_tensors, cuts_of
-from utils.errors import UsageError
 
 
 class VGGAdapter(Adapter):
     name, baseline = 'Hinge_VGG', 'vgg'
 
     def plan(self, net: nn.Module) -> Plan:
-        blocks = [(f'features.{i}', m) for i, m in enumerate(net.features) if isinstance(m, BasicBlock)][1:]
+        blocks = [(f'features.{i}', m) for i, m in enumerate(net.features) if class_is(m, 'BasicBlock')][1:]
         if not blocks:
-            raise UsageError('Hinge_VGG needs the BatchNorm (CIFAR/Tiny-ImageNet) VGG layout.')
+            raise HingeError('Hinge_VGG needs the BatchNorm (CIFAR/Tiny-ImageNet) VGG layout.')
         insertions, families = [], []
         for index, (path, block) in enumerate(blocks):
             insertions.append(Insertion(f'{path}.0', group_dim=0))

@@ -6,8 +6,7 @@ for deployment; the columns of A2 decompose conv2.
 
 import torch.nn as nn
 
-from model.wide_resnet import WideBasic
-from model_hinge.core import Adapter
+from model_hinge.core import Adapter, blocks_named
 from model_hinge.plan import Cut, Family, Insertion, Legacy, Member, Plan, Policy, bn_tensors, cuts_of
 
 
@@ -16,7 +15,7 @@ class WideResNetAdapter(Adapter):
 
     def plan(self, net: nn.Module) -> Plan:
         insertions, families = [], []
-        blocks = [path for path, m in net.named_modules() if isinstance(m, WideBasic)]
+        blocks = [path for path, _ in blocks_named(net, 'WideBasic')]
         for block, path in enumerate(blocks):
             insertions += [Insertion(f'{path}.conv1', group_dim=0, merge=True), Insertion(f'{path}.conv2', group_dim=1)]
             a1, a2, conv2 = f'{path}.conv1.1', f'{path}.conv2.1.weight', f'{path}.conv2.0.weight'

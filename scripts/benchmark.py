@@ -46,11 +46,11 @@ from loss import Loss  # noqa: E402
 from main_hinge import make_optimizer  # noqa: E402
 from model import build_baseline  # noqa: E402
 from model_hinge import adapter_for  # noqa: E402
+from model_hinge.complexity import ComplexityModel  # noqa: E402
 from model_hinge.core import HingeModel  # noqa: E402
 from model_hinge.search import SearchController, SearchHooks, search_param_groups  # noqa: E402
 from model_hinge.surgery import compress, kept_groups  # noqa: E402
 from trainer import autocast  # noqa: E402
-from utils.complexity import ComplexityModel  # noqa: E402
 from utils.export import FILES, export_network, load_runner, onnx_missing  # noqa: E402
 from utils.io import save_text  # noqa: E402
 from utils.rundir import ConsoleLog  # noqa: E402

@@ -8,8 +8,8 @@ import torch
 
 from conftest import FIXTURES, SPEC, make_args, reference_flops
 from model import build_baseline
+from model_hinge.complexity import ComplexityModel
 from model_hinge.surgery import load_state
-from utils.complexity import ComplexityModel
 from utils.errors import UsageError
 from utils.io import load_torch, save_torch
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from conftest import SMALL, hinge_model, reference_flops
+from model_hinge.complexity import Polynomial
 from model_hinge.counting import SurvivorCounter
 from model_hinge.search import SearchController
 from model_hinge.surgery import compress, kept_groups, select_kept
-from utils.complexity import Polynomial
 
 
 def awkward_norms(families, seed: int) -> dict:

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
+from model_hinge.errors import HingeError
 from model_hinge.groups import GroupBank, GroupFamily, Member, bind, exact_norms, split_into_banks
 from model_hinge.plan import Cut as PlanCut
 from model_hinge.plan import Family as PlanFamily
 from model_hinge.plan import Member as PlanMember
 from model_hinge.plan import Plan
-from utils.errors import UsageError
 
 
 def test_norms_of_several_families_and_joint_chunked_groups():
@@ -83,8 +83,8 @@ def test_bind_refuses_plans_that_do_not_fit_the_network():
         (PlanFamily(0, 1, 0, [PlanMember('0.weight', 0, chunk=3)]), 'same number of groups'),
     ]
     for spec, message in cases:
-        with pytest.raises(UsageError, match=message):
+        with pytest.raises(HingeError, match=message):
             bind(_plan([spec]), net)
     twice = PlanFamily(1, 1, 0, [PlanMember('0.bias', 0)], [PlanCut('2.weight', 1)])
-    with pytest.raises(UsageError, match='two families cut the same positions'):
+    with pytest.raises(HingeError, match='two families cut the same positions'):
         bind(_plan([good, twice]), net)

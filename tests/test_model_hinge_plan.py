@@ -1,5 +1,6 @@
 """model_hinge/plan.py: plans are plain data that round-trip through JSON and rebuild compressed networks."""
 
+import copy
 import json
 
 import pytest
@@ -9,9 +10,9 @@ from conftest import SMALL, hinge_model, make_args, zero_groups
 from model import build_baseline
 from model_hinge import adapter_for
 from model_hinge.core import HingeModel
+from model_hinge.errors import HingeError
 from model_hinge.plan import Family, Insertion, Member, Plan
 from model_hinge.surgery import compress, load_state
-from utils.errors import UsageError
 
 
 @pytest.mark.parametrize('name', list(SMALL))
@@ -41,7 +42,7 @@ def test_a_saved_plan_rebuilds_the_compressed_network(name):
 
 
 def test_malformed_or_inconsistent_plans_are_refused():
-    with pytest.raises(UsageError, match='malformed'):
+    with pytest.raises(HingeError, match='malformed'):
         Plan.from_dict({'model': 'X', 'families': [{'block': 0}]})
     member = [Member('a.weight', 0)]
     cases = [
@@ -53,14 +54,30 @@ def test_malformed_or_inconsistent_plans_are_refused():
          "two 'after' insertions"),
     ]
     for plan, message in cases:
-        with pytest.raises(UsageError, match=message):
+        with pytest.raises(HingeError, match=message):
             plan.check_form()
-        with pytest.raises(UsageError, match=message):
+        with pytest.raises(HingeError, match=message):
             Plan.from_dict(plan.to_dict())
 
 
-def test_insertion_paths():
-    assert (Insertion('features.1.0.body.0').conv_path, Insertion('features.1.0.body.0').matrix_path) == \
-        ('features.1.0.body.0.0', 'features.1.0.body.0.1')
-    after = Insertion('features.2.2', style='after')
-    assert (after.conv_path, after.matrix_path) == ('features.2.2', 'features.2.3')
+@pytest.mark.parametrize('name,style', [('Hinge_WIDE_RESNET', 'wrap'), ('Hinge_DENSENET_SVD', 'after')])
+def test_insertion_paths_lead_to_the_conv_and_its_matrix(name, style):
+    """After conversion the module at conv_path is the basis conv and the one at matrix_path the 1x1 matrix A:
+    A applied after that conv computes the baseline's convolution (svd2 reconstructs it)."""
+    torch.manual_seed(0)
+    args = make_args(f'--template CIFAR10 {SMALL[name]}')
+    adapter = adapter_for(name)
+    baseline = build_baseline(args, adapter.baseline)
+    net = copy.deepcopy(baseline)
+    plan = adapter.plan(net)
+    HingeModel(net, plan, (3, 32, 32), 'svd2')
+    assert plan.insertions and {i.style for i in plan.insertions} == {style}
+    for insertion in plan.insertions:
+        original = baseline.get_submodule(insertion.conv)
+        conv, matrix = net.get_submodule(insertion.conv_path), net.get_submodule(insertion.matrix_path)
+        assert type(conv) is torch.nn.Conv2d and (conv.in_channels, conv.kernel_size) == (original.in_channels,
+                                                                            original.kernel_size)
+        assert type(matrix) is torch.nn.Conv2d and matrix.kernel_size == (1, 1)
+        x = torch.randn(2, original.in_channels, 8, 8)
+        with torch.no_grad():
+            assert torch.allclose(matrix(conv(x)), original(x), atol=1e-4)

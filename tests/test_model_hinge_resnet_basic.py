@@ -10,8 +10,8 @@ from conftest import FIXTURES, SMALL, assert_matches_manifest, hinge_model, make
 from model import build_baseline
 from model_hinge import adapter_for
 from model_hinge.core import HingeModel
+from model_hinge.errors import HingeError
 from model_hinge.surgery import compress, load_state
-from utils.errors import UsageError
 from utils.io import load_torch
 
 
@@ -68,5 +68,5 @@ def test_original_compressed_checkpoint_loads_and_gives_the_original_logits(shar
 
 
 def test_bottleneck_resnets_are_refused():
-    with pytest.raises(UsageError, match='Hinge_RESNET_BOTTLENECK'):
+    with pytest.raises(HingeError, match='Hinge_RESNET_BOTTLENECK'):
         _converted('--template CIFAR10 --model Hinge_ResNet_Basic_SVD --depth 164')

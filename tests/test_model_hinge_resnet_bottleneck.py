@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from conftest import assert_matches_manifest, hinge_model, zero_groups
+from model_hinge.errors import HingeError
 from model_hinge.search import SearchController
 from model_hinge.surgery import compress
-from utils.errors import UsageError
 
 SMALL_164 = '--model Hinge_RESNET_BOTTLENECK --depth 20 --bottleneck'
 
@@ -42,5 +42,5 @@ def test_same_ratio_keeps_as_many_conv3_inputs_as_conv1_outputs():
 
 
 def test_basic_block_resnets_are_refused():
-    with pytest.raises(UsageError, match='bottleneck blocks'):
+    with pytest.raises(HingeError, match='bottleneck blocks'):
         hinge_model('--model Hinge_RESNET_BOTTLENECK --depth 20 --downsample_type A')

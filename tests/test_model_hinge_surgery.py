@@ -8,9 +8,9 @@ import torch.nn as nn
 
 from conftest import SMALL, hinge_model, make_args, reference_flops, zero_groups
 from model import build_baseline
+from model_hinge.errors import HingeError
 from model_hinge.groups import Cut, GroupFamily, Member
 from model_hinge.surgery import compress, kept_positions, load_state, merge_pair, select_kept, sync_module_attributes
-from utils.errors import UsageError
 
 
 def _t(*values):
@@ -114,14 +114,14 @@ def _resnet(depth: int) -> nn.Module:
 
 
 def test_strict_load_refuses_another_architecture():
-    with pytest.raises(UsageError, match='another architecture.*unknown to it'):
+    with pytest.raises(HingeError, match='another architecture.*unknown to it'):
         load_state(_resnet(8), _resnet(14).state_dict(), 'ckpt', adapt=False)
-    with pytest.raises(UsageError, match='another architecture.*missing'):
+    with pytest.raises(HingeError, match='another architecture.*missing'):
         load_state(_resnet(14), _resnet(8).state_dict(), 'ckpt', adapt=False)
     wide = build_baseline(make_args('--template CIFAR100 --model ResNet --depth 8 --downsample_type A'))
-    with pytest.raises(UsageError, match='incompatible shapes'):
+    with pytest.raises(HingeError, match='incompatible shapes'):
         load_state(_resnet(8), wide.state_dict(), 'ckpt', adapt=False)
-    with pytest.raises(UsageError, match='not a state_dict'):
+    with pytest.raises(HingeError, match='not a state_dict'):
         load_state(_resnet(8), {'model': {}}, 'ckpt', adapt=False)
 
 
@@ -141,5 +141,5 @@ def test_adapting_load_shrinks_tensors_and_channel_counts():
     assert notes and 'num_batches_tracked' in notes[0]
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(target.eval()(x), source.eval()(x))
-    with pytest.raises(UsageError, match='incompatible shapes'):
+    with pytest.raises(HingeError, match='incompatible shapes'):
         load_state(source, _resnet(8).state_dict(), 'ckpt', adapt=True)   # larger than the model: refused

@@ -7,8 +7,8 @@ import torch
 from conftest import SMALL, assert_matches_manifest, hinge_model, make_args, zero_groups
 from model import build_baseline
 from model_hinge import adapter_for
+from model_hinge.errors import HingeError
 from model_hinge.surgery import compress
-from utils.errors import UsageError
 
 
 def test_state_dict_equals_the_originals_manifest(shared):
@@ -29,5 +29,5 @@ def test_columns_decompose_and_rows_prune_but_the_classifier_input_stays():
 def test_imagenet_layout_is_refused():
     args = make_args('--template ImageNet --model Hinge_VGG')
     adapter = adapter_for(args.model)
-    with pytest.raises(UsageError, match='Hinge_VGG'):
+    with pytest.raises(HingeError, match='Hinge_VGG'):
         adapter.plan(build_baseline(args, adapter.baseline))

@@ -1,1 +1,1 @@
-"""Shared helpers: run directory, atomic and safe file I/O, complexity counting, plots."""
+"""Shared helpers: run directory, atomic and safe file I/O, plots."""

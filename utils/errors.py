@@ -1,8 +1,10 @@
 """Exceptions that end a run with a message instead of a traceback."""
 
+from model_hinge.errors import HingeError
 
-class UsageError(Exception):
-    """A bad flag, missing file or incompatible checkpoint: reported in one sentence, exit status 2."""
+
+class UsageError(HingeError):
+    """A bad flag, missing file or incompatible checkpoint of the CLI: reported like the library's HingeError."""
 
 
 class NonFiniteError(Exception):

@@ -1,11 +1,11 @@
-"""utils/complexity.py: the analytic counter follows the original's rules without running the network."""
+"""model_hinge/complexity.py: the analytic counter follows the original's rules without running the network."""
 
 import torch
 import torch.nn as nn
 
 from conftest import make_args, reference_flops
 from model import build_baseline
-from utils.complexity import ComplexityModel
+from model_hinge.complexity import ComplexityModel
 
 
 class Tiny(nn.Module):
