@@ -29,9 +29,7 @@ from model_hinge.core import HingeModel, convert
 from model_hinge.errors import HingeError
 from model_hinge.plan import Plan
 from model_hinge.search import (
-    ConvergingHooks,
     SearchController,
-    SearchHooks,
     compression_report,
     initial_layer_weights,
     search_param_groups,
@@ -63,7 +61,7 @@ from utils.io import Commit, load_torch, recover, save_json, save_torch
 from utils.report import comparison_table, write_report
 from utils.rundir import RunLog, SilentLog, remove_run_dir, resolve_run_dir
 from utils.schedule import StepSchedule
-from utils.steps import BatchHooks, set_learning_rates
+from utils.steps import BatchHooks, ConvergingHooks, SearchHooks, set_learning_rates
 
 MAX_SEARCH_EPOCHS = 200
 PLAN_FILE = 'plan.json'
@@ -338,7 +336,7 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: list[float] | None,
     optimizer = make_optimizer(args, search_param_groups(hm, args.lr, args.lr_ratio, args.legacy_search), args.lr,
                                tensor_lrs=hm.policy.separate_roles)
     schedule = StepSchedule(args.decay, args.gamma, args.linear)
-    hooks = SearchHooks(controller, args)
+    hooks = SearchHooks(controller)
     epoch, ratios = resume_stage(s, 'search', optimizer), []
     if phase == 'search':
         ratios = [h['flops_ratio'] for h in s.history.results['history'] if h['stage'] == 'search'][:epoch]
@@ -355,7 +353,8 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: list[float] | None,
             return None, controller
         epoch += 1
         factor = schedule.factor(epoch)
-        set_learning_rates(optimizer, factor, controller.lr_multipliers(len(optimizer.param_groups), hooks.ratio)
+        set_learning_rates(optimizer, factor,
+                           controller.lr_multipliers(len(optimizer.param_groups), controller.grad_ratio)
                            if hm.policy.separate_roles else None)
         s.log.write(f'[Epoch {epoch}]\t{describe_lrs(optimizer)}\tSearching Stage')
         stats = s.trainer.train_epoch(epoch, optimizer, factor, hooks, epoch)

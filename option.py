@@ -1,12 +1,13 @@
 """Command-line flags: every flag of the original Hinge code (same name, type, default), in readable groups."""
 
 import argparse
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import template
 from model_hinge import NAMES as HINGE_NAMES
+from model_hinge.config import RANGES as HINGE_RANGES
+from model_hinge.config import out_of_range
 from utils.errors import UsageError
 
 
@@ -227,36 +228,17 @@ RANGES = {
     'k': (1, None, False, False, ' (the DenseNet growth rate)'), 'reduction': (0, 1, True, False, ''),
     'widen_factor': (1, None, False, False, ''), 'dropout_rate': (0, 1, False, True, ''),
     'cardinality': (1, None, False, False, ''), 'bottleneck_width': (1, None, False, False, ''),
-    'ratio': (0, 1, True, False, ' (the target FLOPs fraction)'),
-    'regularization_factor': (0, None, True, False, ''), 'q': (0, None, True, False, ' (the q of the l2,q penalty)'),
-    'prox_freq': (1, None, False, False, ''), 'remain_percentage': (0, 1, True, False, ''),
-    'annealing_factor': (0, None, False, False, ' (0 turns annealing off)'),
-    'annealing_t1': (0, None, False, False, ''), 'annealing_t2': (0, None, False, False, ''),
+    **HINGE_RANGES,
     'lr_ratio': (0, None, True, False, ''), 'lr_factor': (0, None, True, False, ''),
-    'threshold': (0, None, False, False, ''), 'stop_limit': (0, None, False, False, ''),
 }
-
-
-def _out_of_range(name: str, value: float, low, high, low_open: bool, high_open: bool, why: str) -> str | None:
-    """None when the value lies in its range (and is finite), else the sentence that refuses it."""
-    ok = isinstance(value, (int, float)) and math.isfinite(value)
-    ok = ok and (low is None or (value > low if low_open else value >= low))
-    ok = ok and (high is None or (value < high if high_open else value <= high))
-    if ok:
-        return None
-    if low is not None and high is not None:
-        span = f'in {"(" if low_open else "["}{low:g}, {high:g}{")" if high_open else "]"}'
-    else:
-        span = f'{"greater than" if low_open else "at least"} {low:g}'
-    return f'--{name} {value:g} must be {span}{why}.'
 
 
 def check(args: argparse.Namespace) -> None:
     """Refuse every flag value that cannot work, before anything is read or written: one sentence that
     names the flag, the value and what would work."""
     a = args
-    problems = [_out_of_range(name, getattr(a, name), *bounds) for name, bounds in RANGES.items()]
-    problems += [_out_of_range('betas', b, 0, 1, False, True, '') for b in a.betas]
+    problems = [out_of_range(f'--{name}', getattr(a, name), *bounds) for name, bounds in RANGES.items()]
+    problems += [out_of_range('--betas', b, 0, 1, False, True, '') for b in a.betas]
     if a.kernel_size < 1 or a.kernel_size % 2 == 0:
         problems.append(f'--kernel_size {a.kernel_size} must be an odd number of at least 1 (e.g. 3).')
     if a.n_colors != 3:

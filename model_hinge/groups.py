@@ -41,7 +41,8 @@ class Member:
 
 @dataclass
 class Cut:
-    """A tensor (module attribute `name`) whose axis `axis` holds the family's channels from `offset` on."""
+    """A tensor (module attribute `name`) whose axis `axis` holds the family's channels from `offset` on, or
+    at `positions` (an index map, `repeat` positions per channel; see plan.Cut)."""
 
     module: nn.Module
     name: str
@@ -49,10 +50,28 @@ class Cut:
     offset: int = 0
     legacy_transposed: bool = False
     legacy_offset: int | None = None
+    positions: torch.Tensor | None = None
 
     @property
     def tensor(self) -> torch.Tensor:
         return getattr(self.module, self.name)
+
+    def repeat(self, channels: int) -> int:
+        """Positions per channel of the family."""
+        return 1 if self.positions is None else len(self.positions) // channels
+
+    def owned(self, channels: int) -> torch.Tensor:
+        """Every position of the axis that the family's channels occupy."""
+        return torch.arange(self.offset, self.offset + channels) if self.positions is None else self.positions
+
+    def kept(self, channels: int, kept_channels: torch.Tensor, legacy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions kept, where they go in the axis' order) for the family's kept channels. With `legacy`, a
+        block the original indexed from another offset (plan.Cut.legacy_offset) is indexed from there."""
+        if self.positions is not None:
+            kept = self.positions.view(channels, -1)[kept_channels].reshape(-1)
+            return kept, kept
+        base = self.legacy_offset if legacy and self.legacy_offset is not None else self.offset
+        return base + kept_channels, self.offset + torch.arange(len(kept_channels))
 
 
 @dataclass(eq=False)
@@ -103,8 +122,8 @@ def bind(plan: Plan, net: nn.Module) -> list[GroupFamily]:
     families = []
     for spec in plan.families:
         members = [Member(getattr(*resolve(net, m.tensor, 'the group tensor')), m.dim, m.chunk) for m in spec.members]
-        cuts = [Cut(*resolve(net, c.tensor, 'the cut tensor'), c.axis, c.offset, c.legacy_transposed, c.legacy_offset)
-                for c in spec.cuts]
+        cuts = [Cut(*resolve(net, c.tensor, 'the cut tensor'), c.axis, c.offset, c.legacy_transposed, c.legacy_offset,
+                    None if c.positions is None else torch.tensor(c.positions, dtype=torch.long)) for c in spec.cuts]
         families.append(GroupFamily(spec.block, spec.layer, spec.role, members, cuts))
     for fam, spec in zip(families, plan.families, strict=True):
         if spec.same_as is not None:
@@ -115,7 +134,7 @@ def bind(plan: Plan, net: nn.Module) -> list[GroupFamily]:
 
 def check_fit(families: list[GroupFamily], model: str) -> None:
     """Every family's members agree on the group count, and its cuts fit their axes without overlapping."""
-    taken: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    taken: dict[tuple[int, int], torch.Tensor] = {}
     for index, fam in enumerate(families):
         counts = {m.param.shape[m.dim] // m.chunk for m in fam.members}
         divisible = all(m.param.shape[m.dim] % m.chunk == 0 for m in fam.members)
@@ -123,16 +142,18 @@ def check_fit(families: list[GroupFamily], model: str) -> None:
             raise HingeError(f'the compression plan of {model} does not fit the network: the members of family '
                              f'{index} do not have the same number of groups.')
         for cut in fam.cuts:
-            size = cut.tensor.shape[cut.axis] if cut.axis < cut.tensor.dim() else -1
-            span = (cut.offset, cut.offset + fam.channels_total)
-            if cut.offset < 0 or span[1] > size:
+            size = cut.tensor.shape[cut.axis] if cut.axis < cut.tensor.dim() else 0
+            owned = cut.owned(fam.channels_total)
+            whole = len(owned) > 0 and len(owned) % fam.channels_total == 0
+            if not whole or int(owned.min()) < 0 or int(owned.max()) >= size:
                 raise HingeError(f'the compression plan of {model} does not fit the network: family {index} cuts '
-                                 f'positions {span[0]}..{span[1]} of an axis of size {size}.')
-            spans = taken.setdefault((id(cut.tensor), cut.axis), [])
-            if any(a < span[1] and span[0] < b for a, b in spans):
+                                 f'positions {int(owned.min())}..{int(owned.max()) + 1} of {cut.name} axis '
+                                 f'{cut.axis} (size {size}) for {fam.channels_total} channels.')
+            mask = taken.setdefault((id(cut.tensor), cut.axis), torch.zeros(size, dtype=torch.bool))
+            if bool(mask[owned].any()):
                 raise HingeError(f'the compression plan of {model} is inconsistent: two families cut the same '
                                  'positions of one tensor.')
-            spans.append(span)
+            mask[owned] = True
 
 
 def exact_norms(fam: GroupFamily) -> torch.Tensor:

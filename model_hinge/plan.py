@@ -57,7 +57,9 @@ class Member:
 
 @dataclass
 class Cut:
-    """The family's channels occupy positions offset .. offset + channels of this tensor axis.
+    """The family's channels occupy positions offset .. offset + channels of this tensor axis, or, with
+    `positions`, the listed positions: channel c of the family owns positions[c * r:(c + 1) * r], r being
+    len(positions) / channels (an index map: a channel shuffle, or the H*W inputs of a Linear after flatten).
 
     Under --legacy_search the original's indexing errors are reproduced where it made them:
     `legacy_transposed`, it built this tensor's selection in the transposed (in, out) layout and reshaped it
@@ -69,6 +71,7 @@ class Cut:
     offset: int = 0
     legacy_transposed: bool = False
     legacy_offset: int | None = None
+    positions: list[int] | None = None
 
 
 @dataclass
@@ -120,6 +123,7 @@ class Plan:
     replacements: dict[str, str] = field(default_factory=dict)   # module path -> module kind (core.MODULE_KINDS)
     families: list[Family] = field(default_factory=list)
     policy: Policy = field(default_factory=Policy)
+    notes: list[str] = field(default_factory=list)  # what a planner left alone, and why
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,7 +137,8 @@ class Plan:
             families = [Family(**{**f, 'members': [Member(**m) for m in f['members']],
                                   'cuts': [Cut(**c) for c in f.get('cuts', [])]}) for f in data['families']]
             plan = cls(model=data['model'], insertions=[Insertion(**i) for i in data.get('insertions', [])],
-                       replacements=dict(data.get('replacements', {})), families=families, policy=Policy(**policy))
+                       replacements=dict(data.get('replacements', {})), families=families, policy=Policy(**policy),
+                       notes=list(data.get('notes', [])))
         except (KeyError, TypeError, ValueError) as err:
             raise HingeError(f'the compression plan is malformed ({err}); delete plan.json to plan again.') from None
         plan.check_form()

@@ -6,16 +6,14 @@ compressed now (in the merged view where the plan merges), from channel counts a
 threshold search and the compression report.
 """
 
-from argparse import Namespace
-
 import torch
 
 from model_hinge import prox
+from model_hinge.config import HingeConfig
 from model_hinge.core import HingeModel
 from model_hinge.counting import CostPolynomial, SurvivorCounter
 from model_hinge.groups import GroupBank, GroupFamily, exact_norms_of, split_into_banks
 from model_hinge.surgery import kept_groups
-from utils.steps import BatchHooks, set_learning_rates
 
 RATIO_MOMENTUM = 0.9
 RATIO_BOUNDS = (5 / 9, 9 / 5)
@@ -47,8 +45,10 @@ def search_param_groups(hm: HingeModel, lr: float, lr_ratio: float, legacy: bool
 class SearchController:
     """Penalty, annealing, lr adjustment and proximal steps for one Hinge model."""
 
-    def __init__(self, hm: HingeModel, args: Namespace, layer_weights: list[float] | None):
-        self.hm, self.args, self.policy = hm, args, hm.policy
+    def __init__(self, hm: HingeModel, config: HingeConfig, layer_weights: list[float] | None):
+        """`config` may also be any object with the config's attribute names (a parsed command line)."""
+        config = config if isinstance(config, HingeConfig) else HingeConfig.from_namespace(config)
+        self.hm, self.config, self.policy = hm, config, hm.policy
         self.roles = self.policy.roles
         self.device = next(hm.net.parameters()).device
         self.banks = [GroupBank(b) for b in split_into_banks(hm.families)]
@@ -56,12 +56,15 @@ class SearchController:
         self.group_weights = [self._bank_weights(bank, weights) for bank in self.banks]
         self.frozen: list[torch.Tensor] = []
         self.bad = torch.zeros((), dtype=torch.bool, device=self.device)
-        self.merged_view = not (args.legacy_search and self.policy.legacy.unmerged_search)
+        self.merged_view = not (config.legacy_search and self.policy.legacy.unmerged_search)
         self._polynomial: tuple | None = None
+        self.penalty = torch.zeros(self.roles, device=self.device)
+        previous = getattr(hm.net, 'running_grad_ratio', None)
+        self.grad_ratio = previous.clone() if previous is not None else torch.ones((), device=self.device)
 
     def _effective_weights(self, layer_weights: list[float] | None) -> dict | None:
         """Layer weights per family, with the original's quirks under --legacy_search."""
-        quirks = self.policy.legacy if self.args.legacy_search else None
+        quirks = self.policy.legacy if self.config.legacy_search else None
         if layer_weights is None or (quirks and quirks.prox_ignores_layer_balancing):
             return None
         shift = quirks.layer_weight_shift if quirks else 0
@@ -76,7 +79,7 @@ class SearchController:
 
         Differentiable, so that --optimizer SGD can add it to the loss.
         """
-        q = self.args.q
+        q = self.config.q
         total = torch.zeros(self.roles, device=self.device)
         count = torch.zeros(self.roles, device=self.device)
         for bank in self.banks:
@@ -88,12 +91,12 @@ class SearchController:
 
     def regularization(self, p1: torch.Tensor) -> torch.Tensor:
         """The annealed factor: /a once P1 <= annealing_t1, /a^2 once P1 <= annealing_t2 (a = 0: constant)."""
-        a, reg = self.args.annealing_factor, self.args.regularization_factor
+        a, reg = self.config.annealing_factor, self.config.regularization_factor
         base = torch.full((), reg, device=self.device)
-        if a == 0 or (self.args.legacy_search and self.policy.legacy.prox_ignores_annealing):
+        if a == 0 or (self.config.legacy_search and self.policy.legacy.prox_ignores_annealing):
             return base
-        return torch.where(p1 <= self.args.annealing_t2, base / a ** 2,
-                           torch.where(p1 <= self.args.annealing_t1, base / a, base))
+        return torch.where(p1 <= self.config.annealing_t2, base / a ** 2,
+                           torch.where(p1 <= self.config.annealing_t1, base / a, base))
 
     @torch.no_grad()
     def update_grad_ratio(self) -> torch.Tensor:
@@ -116,7 +119,7 @@ class SearchController:
         """p1: every group but the last divided by r^1.35; p2: the last multiplied by r^1.35 (r = 0 counts as
         1). Device tensors: the lrs they give never need the host."""
         r = torch.where(ratio == 0, torch.ones_like(ratio), ratio)
-        if self.args.lr_adjust_method == 'p1':
+        if self.config.lr_adjust_method == 'p1':
             return [r ** -RATIO_EXPONENT] * (n_groups - 1) + [1.0]
         return [1.0] * (n_groups - 1) + [r ** RATIO_EXPONENT]
 
@@ -141,9 +144,35 @@ class SearchController:
             bad |= ~torch.isfinite(norms).all()
             lr = role_lrs[0] if uniform else lrs[bank.family_role][bank.group_family]
             lam = regularization * lr * weights
-            bank.scale_(prox.scale(self.args.sparsity_regularizer, norms, lam, bank.group_family,
+            bank.scale_(prox.scale(self.config.sparsity_regularizer, norms, lam, bank.group_family,
                                    len(bank.families)))
         self.bad = bad
+
+    def penalty_for_step(self) -> torch.Tensor | None:
+        """Before the backward pass: the penalty term to add to the loss with optimizer 'SGD' (differentiable);
+        with 'PG' None, the penalties are only recorded (the annealing reads P1)."""
+        if self.config.optimizer == 'PG':
+            with torch.no_grad():
+                self.penalty = self.penalties()
+            return None
+        scaled = self.penalties() * self.config.regularization_factor
+        self.penalty = scaled.detach()
+        return scaled.sum()
+
+    def adjust_lrs(self, optimizer: torch.optim.Optimizer, base_lrs: list[float]) -> None:
+        """After the backward pass, where the policy separates roles: each group's lr = its base lr x the
+        gradient-ratio multiplier; elsewhere the lrs are left as they are."""
+        if not self.policy.separate_roles:
+            return
+        self.grad_ratio = self.update_grad_ratio()
+        multipliers = self.lr_multipliers(len(optimizer.param_groups), self.grad_ratio)
+        for group, base, multiplier in zip(optimizer.param_groups, base_lrs, multipliers, strict=True):
+            group['lr'] = base * multiplier
+
+    def after_optimizer_step(self, batch: int, optimizer: torch.optim.Optimizer) -> None:
+        """The proximal step (optimizer 'PG'), every prox_freq batches (`batch` counts from 0)."""
+        if self.config.optimizer == 'PG' and (batch + 1) % self.config.prox_freq == 0:
+            self.proximal_step(self.prox_lrs(optimizer), self.regularization(self.penalty[0]))
 
     def freeze_compressible(self) -> None:
         """--legacy_search: from now on the tensors that compression (and merging, where the search measures
@@ -184,7 +213,7 @@ class SearchController:
 
     def survivors(self, norms: dict) -> SurvivorCounter:
         """Counts of surviving groups per family at any threshold, for these norms."""
-        return SurvivorCounter(self.hm.families, norms, self.args.remain_percentage, self.args.p1_p2_same_ratio)
+        return SurvivorCounter(self.hm.families, norms, self.config.remain_percentage, self.config.p1_p2_same_ratio)
 
     def cost_polynomial(self) -> CostPolynomial:
         """FLOPs and params as polynomials of the removed groups, rebuilt when the network's structure changed."""
@@ -202,8 +231,8 @@ class SearchController:
 
     def kept(self, norms: dict, threshold: float) -> dict:
         """The surviving group indices of every family at `threshold`."""
-        return kept_groups(self.hm.families, norms, threshold, self.args.remain_percentage,
-                           self.args.p1_p2_same_ratio)
+        return kept_groups(self.hm.families, norms, threshold, self.config.remain_percentage,
+                           self.config.p1_p2_same_ratio)
 
     def minimum_ratio(self) -> float:
         """The smallest FLOPs ratio compression can reach: every family keeps only --remain_percentage of its
@@ -250,7 +279,7 @@ class SearchController:
     def search_threshold_legacy(self, norms: dict, target: float, log) -> float:
         """The original's threshold walk: steps of 0.01 from --threshold, halved at each crossing, at most
         100 iterations, stopping within 0.001 of the target."""
-        threshold, step, status, iteration = self.args.threshold, 0.01, 1.0, 1
+        threshold, step, status, iteration = self.config.threshold, 0.01, 1.0, 1
         counter = self.survivors(norms)
         while abs(status - target) > THRESHOLD_TOLERANCE and iteration <= 100:
             previous = status
@@ -270,75 +299,6 @@ class SearchController:
             if status <= 0:
                 break
         return threshold
-
-
-class SearchHooks(BatchHooks):
-    """The search stage's additions to a training step: penalty, lr adjustment, proximal step."""
-
-    hinge_format = True
-
-    def __init__(self, controller: SearchController, args: Namespace):
-        self.c, self.args = controller, args
-        self.proximal = args.optimizer == 'PG'
-        self.adjust = controller.policy.separate_roles
-        self.penalty = torch.zeros(controller.roles)
-        previous = getattr(controller.hm.net, 'running_grad_ratio', None)
-        self.ratio = previous.clone() if previous is not None else torch.ones((), device=controller.device)
-
-    def begin_epoch(self, lr_factor: float) -> None:
-        self.c.start_epoch()
-
-    def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
-        self.c.zero_grad(optimizer)
-
-    def extra_loss(self) -> torch.Tensor | None:
-        if self.proximal:
-            with torch.no_grad():
-                self.penalty = self.c.penalties()
-            return None
-        scaled = self.c.penalties() * self.args.regularization_factor
-        self.penalty = scaled.detach()
-        return scaled.sum()
-
-    def after_backward(self, optimizer: torch.optim.Optimizer, lr_factor: float) -> None:
-        if self.adjust:
-            self.ratio = self.c.update_grad_ratio()
-            set_learning_rates(optimizer, lr_factor, self.c.lr_multipliers(len(optimizer.param_groups), self.ratio))
-
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.c.optimizer_step(optimizer)
-
-    def after_step(self, batch: int, optimizer: torch.optim.Optimizer) -> None:
-        if self.proximal and (batch + 1) % self.args.prox_freq == 0:
-            regularization = self.c.regularization(self.penalty[0])
-            self.c.proximal_step(self.c.prox_lrs(optimizer), regularization)
-
-    def status(self) -> str:
-        text = penalty_text(self.penalty)
-        return text + (f' / rP: {self.ratio:.3f}' if self.adjust else '')
-
-    def nonfinite(self) -> torch.Tensor:
-        return self.c.bad
-
-
-def penalty_text(penalty: torch.Tensor) -> str:
-    """' / P1: ... / P2: ...', one term per role, as the original logs them."""
-    return ''.join(f' / P{i + 1}: {v:.3f}' for i, v in enumerate(penalty.tolist()))
-
-
-class ConvergingHooks(BatchHooks):
-    """Plain training of the compressed network; the log still shows its group penalties."""
-
-    hinge_format = True
-
-    def __init__(self, controller: SearchController | None):
-        self.c = controller
-
-    def status(self) -> str:
-        if self.c is None:
-            return ''
-        with torch.no_grad():
-            return penalty_text(self.c.penalties())
 
 
 def compression_report(hm: HingeModel, norms: dict, kept: dict, threshold: float, epoch_continue: int,

@@ -53,15 +53,14 @@ def kept_groups(families: list[GroupFamily], norms: dict, threshold: float, perc
 def kept_positions(families: list[GroupFamily], kept: dict,
                    legacy: bool = False) -> dict[int, tuple[torch.Tensor, dict[int, torch.Tensor]]]:
     """The positions to keep of every cut (tensor, axis), from every family that cuts it: positions no family
-    owns stay, each family's block keeps its kept channels. With `legacy`, blocks that the original indexed
-    from another offset (plan.Cut.legacy_offset) are indexed from there, as the original did."""
+    owns stay, each family keeps its kept channels' positions, in the axis' order (see groups.Cut.kept)."""
     segments: dict[int, tuple[torch.Tensor, dict[int, list]]] = {}
     for fam in families:
         channels = fam.channels(kept[fam].cpu())
         for cut in fam.cuts:
             axes = segments.setdefault(id(cut.tensor), (cut.tensor, {}))[1]
-            base = cut.legacy_offset if legacy and cut.legacy_offset is not None else cut.offset
-            axes.setdefault(cut.axis, []).append((cut.offset, fam.channels_total, base + channels))
+            axes.setdefault(cut.axis, []).append((cut.owned(fam.channels_total), *cut.kept(fam.channels_total,
+                                                                                             channels, legacy)))
     positions = {}
     for key, (t, axes) in segments.items():
         positions[key] = (t, {axis: _join(t.shape[axis], blocks) for axis, blocks in axes.items()})
@@ -69,13 +68,14 @@ def kept_positions(families: list[GroupFamily], kept: dict,
 
 
 def _join(size: int, blocks: list) -> torch.Tensor:
-    """Kept positions of an axis: the untouched stretches between the blocks, and each block's kept ones."""
-    pieces, position = [], 0
-    for offset, length, keep in sorted(blocks, key=lambda b: b[0]):
-        pieces += [torch.arange(position, offset), keep]
-        position = offset + length
-    pieces.append(torch.arange(position, size))
-    return torch.cat(pieces)
+    """Kept positions of an axis: the positions no block owns, and each block's kept ones where they go."""
+    free = torch.ones(size, dtype=torch.bool)
+    for owned, _, _ in blocks:
+        free[owned] = False
+    unowned = free.nonzero().view(-1)
+    values = torch.cat([unowned] + [kept for _, kept, _ in blocks])
+    places = torch.cat([unowned] + [place for _, _, place in blocks])
+    return values[torch.argsort(places, stable=True)]
 
 
 @torch.no_grad()
@@ -83,7 +83,9 @@ def compress(families: list[GroupFamily], kept: dict, net: nn.Module, legacy: bo
     """Index-select every cut tensor to the kept positions (tensors keep their identity) and update modules.
     With `legacy`, the original's indexing errors marked in the plan are reproduced (see plan.Cut)."""
     scrambled = {id(c.tensor) for f in families for c in f.cuts if legacy and c.legacy_transposed}
-    for t, axes in kept_positions(families, kept, legacy).values():
+    positions = kept_positions(families, kept, legacy)
+    _check_whole_groups(net, positions)
+    for t, axes in positions.values():
         data = t.data
         for axis, index in axes.items():
             data = data.index_select(axis, index.to(data.device))
@@ -95,14 +97,31 @@ def compress(families: list[GroupFamily], kept: dict, net: nn.Module, legacy: bo
     sync_module_attributes(net)
 
 
+def _check_whole_groups(net: nn.Module, positions: dict) -> None:
+    """Refuse, before any tensor changes, a cut keeping part of a group of a grouped conv's outputs: no grouped
+    convolution computes what is left."""
+    kept_outputs = {id(t): axes.get(0) for t, axes in positions.values()}
+    for path, m in net.named_modules():
+        index = kept_outputs.get(id(m.weight)) if isinstance(m, nn.Conv2d) and m.groups > 1 else None
+        size = m.out_channels // m.groups if index is not None else 1
+        if index is not None and not _whole_groups(index.cpu(), size):
+            raise HingeError(f'the compression plan splits the groups of the grouped convolution {path} ({size} '
+                             'output channels each); its families must keep or drop whole groups.')
+
+
+def _whole_groups(index: torch.Tensor, size: int) -> bool:
+    """Whether the sorted positions `index` are whole aligned blocks of `size`."""
+    if len(index) % size:
+        return False
+    blocks = index.view(-1, size)
+    return bool((blocks == blocks[:, :1] + torch.arange(size)).all() and (blocks[:, 0] % size == 0).all())
+
+
 def sync_module_attributes(net: nn.Module) -> None:
     """Re-derive channel counts (and conv groups) from the tensor shapes after a compression or load."""
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
-            per_group_out = max(1, m.out_channels // m.groups)
-            m.out_channels = m.weight.shape[0]
-            m.groups = max(1, m.out_channels // per_group_out) if m.groups > 1 else 1
-            m.in_channels = m.weight.shape[1] * m.groups
+            _sync_conv(m)
         elif isinstance(m, nn.BatchNorm2d):
             ref = m.running_mean if m.running_mean is not None else m.weight
             m.num_features = ref.shape[0]
@@ -110,17 +129,35 @@ def sync_module_attributes(net: nn.Module) -> None:
             m.out_features, m.in_features = m.weight.shape
 
 
+def _sync_conv(conv: nn.Conv2d) -> None:
+    """Channel counts and groups from the weight. A grouped conv only loses whole groups (each input block
+    with the outputs it feeds), so its outputs per group stay: groups = outputs / outputs per group, and
+    inputs = inputs per group (weight.shape[1]) * groups; a depthwise conv stays depthwise."""
+    out = conv.weight.shape[0]
+    if conv.groups > 1:
+        per_group = conv.out_channels // conv.groups
+        if out % per_group:
+            raise HingeError(f'a grouped convolution was left with {out} output channels, not a whole number of '
+                             f'its groups of {per_group}; grouped convolutions lose whole groups only.')
+        conv.groups = out // per_group
+    conv.out_channels, conv.in_channels = out, conv.weight.shape[1] * conv.groups
+
+
 @torch.no_grad()
 def merge_pair(pair: nn.Sequential) -> nn.Conv2d:
-    """Fold Sequential(conv, A) into the single convolution A * conv (biases folded too)."""
+    """Fold Sequential(conv, A) into the single convolution A * conv (biases folded too). A grouped conv is
+    refused: folded with a dense A it would be a dense convolution, costlier than the pair."""
     conv, matrix = pair[0], pair[1]
+    if conv.groups > 1:
+        raise HingeError(f'a grouped convolution ({conv.groups} groups) cannot absorb its dense 1x1 matrix A (the '
+                         'fold would be a dense convolution); keep the pair.')
     a = matrix.weight.flatten(1)
     weight = torch.einsum('om,mikl->oikl', a, conv.weight)
     bias = matrix.bias.clone() if matrix.bias is not None else None
     if conv.bias is not None:
         bias = (bias if bias is not None else 0) + a @ conv.bias
     merged = nn.Conv2d(conv.in_channels, a.shape[0], conv.kernel_size, stride=conv.stride, padding=conv.padding,
-                       dilation=conv.dilation, groups=conv.groups, bias=bias is not None)
+                       dilation=conv.dilation, bias=bias is not None, padding_mode=conv.padding_mode)
     merged.weight.data = weight.contiguous()
     if bias is not None:
         merged.bias.data = bias

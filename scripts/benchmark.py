@@ -48,12 +48,13 @@ from model import build_baseline  # noqa: E402
 from model_hinge import adapter_for  # noqa: E402
 from model_hinge.complexity import ComplexityModel  # noqa: E402
 from model_hinge.core import HingeModel  # noqa: E402
-from model_hinge.search import SearchController, SearchHooks, search_param_groups  # noqa: E402
+from model_hinge.search import SearchController, search_param_groups  # noqa: E402
 from model_hinge.surgery import compress, kept_groups  # noqa: E402
 from trainer import autocast  # noqa: E402
 from utils.export import FILES, export_network, load_runner, onnx_missing  # noqa: E402
 from utils.io import save_text  # noqa: E402
 from utils.rundir import ConsoleLog  # noqa: E402
+from utils.steps import SearchHooks  # noqa: E402
 
 INPUT = (3, 32, 32)
 # The networks of the paper's scripts (scripts/hinge_*.sh), and small ones of the same structure.
@@ -190,7 +191,7 @@ def stages_section(opts: argparse.Namespace, device: torch.device) -> list[str]:
     hm, args = hinge(argv, device)
     controller = SearchController(hm, args, None)
     optimizer = make_optimizer(args, search_param_groups(hm, 0.1, 0.01, False), 0.1)
-    hooks = SearchHooks(controller, args)
+    hooks = SearchHooks(controller)
     rows.append(('search training (PG, lr adjustment), images/s',
                  training_step_rate(hm.net, device, opts.batch_size, hooks, optimizer, opts.precision)))
 

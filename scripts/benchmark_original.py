@@ -343,17 +343,18 @@ def ours_setup(argv: list[str], work: Path):
 def ours_search_objects(args: argparse.Namespace, hm, weights):
     """Controller, optimizer, lr factor and hooks of the first search epoch, as main_hinge.search_stage makes
     them."""
-    from model_hinge.search import SearchController, SearchHooks, search_param_groups
+    from model_hinge.search import SearchController, search_param_groups
     from trainer import make_optimizer
     from utils.schedule import StepSchedule
-    from utils.steps import set_learning_rates
+    from utils.steps import SearchHooks, set_learning_rates
 
     controller = SearchController(hm, args, weights if args.layer_balancing else None)
     optimizer = make_optimizer(args, search_param_groups(hm, args.lr, args.lr_ratio, args.legacy_search), args.lr,
                                tensor_lrs=hm.policy.separate_roles)
     factor = StepSchedule(args.decay, args.gamma, args.linear).factor(1)
-    hooks = SearchHooks(controller, args)
-    set_learning_rates(optimizer, factor, controller.lr_multipliers(len(optimizer.param_groups), hooks.ratio)
+    hooks = SearchHooks(controller)
+    set_learning_rates(optimizer, factor,
+                       controller.lr_multipliers(len(optimizer.param_groups), controller.grad_ratio)
                        if hm.policy.separate_roles else None)
     return controller, optimizer, factor, hooks
 
@@ -396,10 +397,10 @@ def measure_ours(depth: int, batch_size: int, opts: argparse.Namespace, work: Pa
     from main_hinge import CONVERGING_STREAM, load_teacher
     from model import build_baseline
     from model_hinge import adapter_for
-    from model_hinge.search import ConvergingHooks, SearchController
+    from model_hinge.search import SearchController
     from trainer import Trainer, make_optimizer
     from utils.rundir import ConsoleLog
-    from utils.steps import BatchHooks
+    from utils.steps import BatchHooks, ConvergingHooks
 
     limit = opts.warmup + opts.batches
     cpu = torch.device('cpu')

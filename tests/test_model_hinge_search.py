@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from conftest import SMALL, hinge_model, reference_flops, zero_groups
+from model import build_baseline
+from model_hinge import adapter_for
 from model_hinge.core import HingeModel
 from model_hinge.search import (
     SearchController,
-    SearchHooks,
     compression_report,
     initial_layer_weights,
     search_param_groups,
@@ -17,6 +18,7 @@ from model_hinge.search import (
 from model_hinge.surgery import compress
 from utils.io import load_torch, save_torch
 from utils.rundir import ConsoleLog
+from utils.steps import SearchHooks
 
 RESNET8 = '--model Hinge_ResNet_Basic_SVD --depth 8 --downsample_type A'
 
@@ -36,7 +38,7 @@ def test_penalty_is_the_mean_group_norm_sum_per_matrix_role():
     assert torch.allclose(controller.penalties(), torch.tensor([2.0 * 112 / 3, 0.5 * 112 / 3]))
     args.q = 2.0
     root = (16 ** 0.5 + 32 ** 0.5 + 64 ** 0.5) / 3
-    assert torch.allclose(controller.penalties(), torch.tensor([2.0 * root, 0.5 * root]))
+    assert torch.allclose(SearchController(hm, args, None).penalties(), torch.tensor([2.0 * root, 0.5 * root]))
 
 
 def test_vgg_penalty_sums_columns_and_rows_of_the_same_matrix():
@@ -73,7 +75,7 @@ def test_annealing_steps_down_at_the_two_levels_unless_the_legacy_policy_ignores
     values = [float(c.regularization(torch.tensor(p))) for p in (25.0, 20.0, 16.0, 15.0, 3.0)]
     assert values == pytest.approx([4e-4, 2e-4, 2e-4, 1e-4, 1e-4])
     args.annealing_factor = 0
-    assert float(c.regularization(torch.tensor(3.0))) == pytest.approx(4e-4)
+    assert float(SearchController(hm, args, None).regularization(torch.tensor(3.0))) == pytest.approx(4e-4)
     dense, dense_args = hinge_model(SMALL['Hinge_DENSENET_SVD'], regularization_factor=4e-4, annealing_factor=2.0,
                                     annealing_t1=20.0, annealing_t2=15.0)
     assert float(SearchController(dense, dense_args, None).regularization(torch.tensor(3.0))) == pytest.approx(1e-4)
@@ -110,7 +112,8 @@ def test_gradient_ratio_uses_column_norms_running_average_and_lr_multipliers():
     assert [float(m) for m in c.lr_multipliers(3, torch.tensor(1.8))] == pytest.approx([1.8 ** -1.35] * 2 + [1.0])
     assert [float(m) for m in c.lr_multipliers(3, torch.tensor(0.0))] == [1.0, 1.0, 1.0]
     args.lr_adjust_method = 'p2'
-    assert [float(m) for m in c.lr_multipliers(3, torch.tensor(1.8))] == pytest.approx([1.0, 1.0, 1.8 ** 1.35])
+    p2 = SearchController(hm, args, None)
+    assert [float(m) for m in p2.lr_multipliers(3, torch.tensor(1.8))] == pytest.approx([1.0, 1.0, 1.8 ** 1.35])
 
 
 def test_proximal_step_soft_thresholds_each_group_with_layer_weights():
@@ -271,7 +274,18 @@ def test_compression_report_lines_and_weights_only_information(tmp_path):
     lines, info, per_layer = compression_report(hm, norms, kept, 0.5, 7, flops, params)
     assert lines[1].startswith('ResBlock0  Layer1: channels -> orginal=16, compress=')
     assert 'Hinge searching epochs: 7  \nFinal nullifying threshold 0.50000000' in lines[-1]
-    assert info['epoch_continue'] == 7 and info['flops_ratio'] == pytest.approx(flops / hm.baseline_flops * 100)
+    baseline = build_baseline(args, adapter_for(args.model).baseline)
+    compressed = copy.deepcopy(hm)
+    compress(compressed.families, {twin: kept[fam] for fam, twin in zip(hm.families, compressed.families, strict=True)},
+             compressed.net)
+    counted = [(reference_flops(net, (3, 32, 32)), sum(p.numel() for p in net.parameters() if p.requires_grad))
+               for net in (baseline, compressed.net)]
+    (flops_0, params_0), (flops_1, params_1) = counted
+    assert flops_1 < flops_0 and params_1 < params_0
+    assert (info['flops_original'], info['flops_remaining']) == pytest.approx((flops_0 / 1e9, flops_1 / 1e9))
+    assert (info['params_original'], info['params_remaining']) == pytest.approx((params_0 / 1e3, params_1 / 1e3))
+    assert (info['flops_ratio'], info['params_ratio']) == pytest.approx((flops_1 / flops_0 * 100,
+                                                                         params_1 / params_0 * 100))
     assert len(info['info_layer0']) == 2 and len(per_layer[0]) == len(per_layer[1]) == 3
     assert len(kept[hm.families[1]]) == len(kept[hm.families[0]])          # --p1_p2_same_ratio
     save_torch(info, tmp_path / 'compression_information.pt')
@@ -291,14 +305,14 @@ def test_compression_report_lines_and_weights_only_information(tmp_path):
 def test_sgd_mode_adds_the_scaled_penalty_to_the_loss_and_pg_mode_does_not():
     hm, args = hinge_model(RESNET8, optimizer='SGD', regularization_factor=0.3)
     _set_matrices(hm, 2.0, 0.5)
-    hooks = SearchHooks(SearchController(hm, args, None), args)
+    hooks = SearchHooks(SearchController(hm, args, None))
     hooks.extra_loss().backward()
     # d/dA of the column-norm sum of c*I is I; P1 and P2 average over the 3 blocks, times the factor.
     for fam in hm.families:
         a = fam.members[0].param
         assert torch.allclose(a.grad.squeeze(), torch.eye(a.shape[0]) * 0.3 / 3)
-    assert torch.allclose(hooks.penalty, torch.tensor([2.0 * 112 / 3, 0.5 * 112 / 3]) * 0.3)
+    assert torch.allclose(hooks.c.penalty, torch.tensor([2.0 * 112 / 3, 0.5 * 112 / 3]) * 0.3)
     args.optimizer = 'PG'
-    pg = SearchHooks(SearchController(hm, args, None), args)
-    assert pg.extra_loss() is None and torch.allclose(pg.penalty, torch.tensor([2.0 * 112 / 3, 0.5 * 112 / 3]))
+    pg = SearchHooks(SearchController(hm, args, None))
+    assert pg.extra_loss() is None and torch.allclose(pg.c.penalty, torch.tensor([2.0 * 112 / 3, 0.5 * 112 / 3]))
     assert pg.status() == ' / P1: 74.667 / P2: 18.667 / rP: 1.000'

@@ -1,0 +1,525 @@
+"""The automatic planner: a compression plan for any CNN that torch.fx traces.
+
+The model is traced and run once on one example; next to every tensor the tracer carries an integer tensor of
+the same shape whose entries name the channel each element belongs to (-1: a channel nobody may cut, such as the
+input's colours, a constant or the output of an operation that is not understood). Structural operations
+(reshape, permute, concatenation, flatten, ...) are applied to these id tensors themselves, so channel shuffles,
+concatenation offsets and flatten -> Linear positions come out as index maps without special cases; element-wise
+operations between tensors couple the channels they combine (residual sums, squeeze-excitation scales).
+
+Then, per convolution with groups == 1: if its output channels are free (no other channel is ever combined with
+them and every place that reads them can be cut), A's rows prune them and every tensor that reads them follows;
+otherwise A's columns decompose the convolution and its output width stays. Grouped convolutions are left alone
+(a depthwise convolution passes its input channels through, so it is cut with them). Anything not understood
+leaves the channels involved uncut, and the plan's notes say which operation and why.
+"""
+
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model_hinge.errors import HingeError
+from model_hinge.plan import Cut, Family, Insertion, Member, Plan, Policy
+
+FIXED = -1  # the id of a channel that can never be cut
+
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
+               nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Hardtanh, nn.Identity, nn.Dropout, nn.Dropout2d,
+               nn.AlphaDropout)
+POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Upsample,
+           nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d)
+ELEMENTWISE_FUNCTIONS = {
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub, operator.imul,
+    operator.itruediv, operator.neg, torch.add, torch.sub, torch.mul, torch.div, torch.neg, torch.sigmoid, torch.tanh,
+    torch.relu, torch.clamp, F.relu, F.relu6, F.silu, F.hardswish, F.hardsigmoid, F.gelu, F.sigmoid, F.tanh, F.mish,
+    F.leaky_relu, F.elu, F.dropout, F.dropout2d, F.hardtanh}
+ELEMENTWISE_METHODS = {'add', 'add_', 'sub', 'sub_', 'mul', 'mul_', 'div', 'div_', 'neg', 'sigmoid', 'sigmoid_',
+                       'tanh', 'relu', 'relu_', 'clamp', 'clamp_', 'clamp_min', 'clamp_min_'}
+ELEMENTWISE_NAMES = {'stochastic_depth'}   # torchvision.ops.stochastic_depth: identity in eval, a per-sample scale
+POOLING_FUNCTIONS = {F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.avg_pool2d, F.max_pool2d, F.interpolate}
+MERGING_FUNCTIONS = {torch.flatten, torch.cat, torch.concat, torch.permute, torch.transpose, torch.squeeze,
+                     torch.unsqueeze, torch.t}
+MERGING_METHODS = {'flatten', 'permute', 'transpose', 'contiguous', 'squeeze', 'unsqueeze', 'expand', 'expand_as', 't'}
+RESHAPES = {torch.reshape, 'view', 'reshape'}
+SLICES = {torch.split: 'split', torch.chunk: 'chunk', torch.narrow: 'narrow', 'split': 'split', 'chunk': 'chunk',
+          'narrow': 'narrow', 'unbind': 'unbind', torch.unbind: 'unbind'}
+REDUCTIONS = {torch.mean, torch.sum, torch.amax, torch.amin, 'mean', 'sum', 'amax', 'amin'}
+IGNORED_METHODS = {'size', 'dim', 'numel'}
+
+
+class ChannelSets:
+    """Union-find over channel ids; a set is frozen when something that cannot be cut reads or mixes it."""
+
+    def __init__(self):
+        self.parent: list[int] = []
+        self.size: list[int] = []
+        self.frozen: list[bool] = []
+
+    def new(self, count: int) -> torch.Tensor:
+        start = len(self.parent)
+        self.parent += range(start, start + count)
+        self.size += [1] * count
+        self.frozen += [False] * count
+        return torch.arange(start, start + count)
+
+    def find(self, x: int) -> int:
+        root = x
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[x] != root:
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self.size[ra] < self.size[rb]:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.size[ra] += self.size[rb]
+        self.frozen[ra] = self.frozen[ra] or self.frozen[rb]
+
+    def freeze(self, ids: torch.Tensor) -> None:
+        for x in torch.unique(ids[ids >= 0]).tolist():
+            self.frozen[self.find(x)] = True
+
+    def is_free(self, x: int) -> bool:
+        """Whether x is the only channel of its set and nothing fixed touches it."""
+        root = self.find(x)
+        return self.size[root] == 1 and not self.frozen[root]
+
+
+@dataclass
+class Site:
+    """A tensor axis whose positions hold the channels `ids` (one entry per position): cut with them."""
+
+    tensor: str
+    axis: int
+    ids: torch.Tensor
+
+
+def fixed_like(value):
+    """Ids of a value whose channels nobody may cut (tensors, and tuples or lists of them)."""
+    if isinstance(value, torch.Tensor):
+        return torch.full(value.shape, FIXED, dtype=torch.long)
+    if isinstance(value, (tuple, list)):
+        return type(value)(fixed_like(v) for v in value)
+    return None
+
+
+def varies_along(ids: torch.Tensor, dim: int) -> bool:
+    return bool((ids != ids.narrow(dim, 0, 1)).any())
+
+
+def channel_vector(ids: torch.Tensor, axis: int) -> torch.Tensor | None:
+    """The channel id of each position of `axis`, or None when ids vary along the other axes."""
+    moved = ids.movedim(axis, 0).reshape(ids.shape[axis], -1)
+    if bool((moved != moved[:, :1]).any()):
+        return None
+    return moved[:, 0].clone()
+
+
+def broadcast_vector(vector: torch.Tensor, shape: torch.Size, axis: int) -> torch.Tensor:
+    view = [1] * len(shape)
+    view[axis] = len(vector)
+    return vector.view(view).expand(shape).contiguous()
+
+
+def reshape_splits_varying(ids: torch.Tensor, out_shape: tuple) -> bool:
+    """Whether a reshape splits an axis along which ids vary into several axes (e.g. a channel shuffle): cutting
+    a channel then changes which positions the later axes see."""
+    in_shape = list(ids.shape)
+    i = j = 0
+    while i < len(in_shape) and j < len(out_shape):
+        in_dims, out_dims = [i], [j]
+        a, b = in_shape[i], out_shape[j]
+        while a != b:
+            if a < b:
+                i += 1
+                in_dims.append(i)
+                a *= in_shape[i]
+            else:
+                j += 1
+                out_dims.append(j)
+                b *= out_shape[j]
+        i, j = i + 1, j + 1
+        varying = any(in_shape[d] > 1 and varies_along(ids, d) for d in in_dims)
+        if varying and sum(out_shape[d] > 1 for d in out_dims) > 1:
+            return True
+    return False
+
+
+class ChannelTracer(fx.Interpreter):
+    """Runs the traced model on one example while carrying the channel ids of every tensor."""
+
+    def __init__(self, gm: fx.GraphModule, model: nn.Module):
+        super().__init__(gm)
+        self.model = model
+        self.sets = ChannelSets()
+        self.ids: dict[fx.Node, object] = {}
+        self.sites: dict[tuple[str, int], Site] = {}
+        self.producers: dict[str, torch.Tensor] = {}  # conv path -> its output channel ids (groups == 1)
+        self.order: list[str] = []
+        self.notes: list[str] = []
+        self.grouped: list[str] = []
+
+    def run_node(self, n: fx.Node):
+        result = super().run_node(n)
+        try:
+            self.ids[n] = self.channel_ids(n, result)
+        except (RuntimeError, TypeError, ValueError, IndexError) as err:
+            self.ids[n] = self.not_understood(n, result, f'its channels could not be followed ({err})')
+        return result
+
+    def channel_ids(self, n: fx.Node, result):
+        if n.op == 'placeholder':
+            return fixed_like(result)
+        if n.op == 'get_attr':
+            return None
+        if n.op == 'output':
+            for ids in self.tensor_ids(n.args):
+                self.sets.freeze(ids)
+            return None
+        if n.op == 'call_module':
+            return self.module_ids(n, self.model.get_submodule(n.target), result)
+        return self.function_ids(n, result)
+
+    def tensor_ids(self, args) -> list[torch.Tensor]:
+        """The id tensors among (nested) node arguments."""
+        found = []
+        fx.node.map_arg(args, lambda a: found.append(self.ids.get(a)))
+        flat = []
+        for ids in found:
+            flat += [t for t in (ids if isinstance(ids, (tuple, list)) else [ids]) if isinstance(t, torch.Tensor)]
+        return flat
+
+    def not_understood(self, n: fx.Node, result, why: str):
+        """Freeze every channel the node reads; its outputs are fixed."""
+        for ids in self.tensor_ids((n.args, n.kwargs)):
+            self.sets.freeze(ids)
+        self.notes.append(f'{describe_node(n)}: {why}; the channels it reads are not cut.')
+        return fixed_like(result)
+
+    def input_ids(self, n: fx.Node) -> torch.Tensor:
+        return self.ids[n.args[0]]
+
+    def add_site(self, tensor: str, axis: int, ids: torch.Tensor) -> None:
+        """A tensor axis that reads channels; a module called twice on different channels cuts nothing."""
+        key = (tensor, axis)
+        known = self.sites.get(key)
+        if known is not None and not torch.equal(known.ids, ids):
+            self.sets.freeze(known.ids)
+            self.sets.freeze(ids)
+            self.notes.append(f'{tensor} reads different channels in different calls; they are not cut.')
+            ids = torch.full_like(ids, FIXED)
+        self.sites[key] = Site(tensor, axis, ids)
+
+    def module_ids(self, n: fx.Node, m: nn.Module, result):
+        ids = self.input_ids(n) if n.args else None
+        if isinstance(m, nn.Conv2d):
+            return self.conv_ids(n, m, ids, result)
+        if isinstance(m, nn.Linear):
+            vector = channel_vector(ids.reshape(-1, ids.shape[-1]), 1)
+            if vector is None:
+                return self.not_understood(n, result, 'its input mixes channels along the features')
+            self.add_site(f'{n.target}.weight', 1, vector)
+            return fixed_like(result)
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            vector = channel_vector(ids, 1)
+            if vector is None:
+                return self.not_understood(n, result, 'its input mixes channels')
+            for name in ('weight', 'bias', 'running_mean', 'running_var'):
+                if isinstance(getattr(m, name, None), torch.Tensor):
+                    self.add_site(f'{n.target}.{name}', 0, vector)
+            return ids
+        if isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+            self.sets.freeze(ids)
+            self.notes.append(f'{n.target} ({type(m).__name__}): its statistics span channels; they are not cut.')
+            return ids
+        if isinstance(m, ACTIVATIONS) and result.shape == ids.shape:
+            return ids
+        if isinstance(m, POOLING):
+            return self.pooled(n, ids, result)
+        if isinstance(m, nn.Flatten):
+            return ids.flatten(m.start_dim, m.end_dim)
+        return self.not_understood(n, result, f'the module {type(m).__name__} is not understood')
+
+    def conv_ids(self, n: fx.Node, m: nn.Conv2d, ids: torch.Tensor, result: torch.Tensor):
+        vector = channel_vector(ids[0], 0)
+        if vector is None:
+            return self.not_understood(n, result, 'its input channels vary over space')
+        if m.groups == 1:
+            self.add_site(f'{n.target}.weight', 1, vector)
+            if n.target not in self.producers:
+                self.producers[n.target] = self.sets.new(m.out_channels)
+                self.order.append(n.target)
+            return broadcast_vector(self.producers[n.target], result.shape, 1)
+        if m.groups == m.in_channels == m.out_channels:
+            for name in ('weight', 'bias'):
+                if getattr(m, name) is not None:
+                    self.add_site(f'{n.target}.{name}', 0, vector)
+            return broadcast_vector(vector, result.shape, 1)
+        self.grouped.append(n.target)
+        self.sets.freeze(vector)
+        self.notes.append(f'{n.target}: a grouped convolution ({m.groups} groups); its channels are not cut.')
+        return fixed_like(result)
+
+    def pooled(self, n: fx.Node, ids: torch.Tensor, result: torch.Tensor):
+        """Per-channel spatial operations: the channel vector spread over the output."""
+        vector = channel_vector(ids[0], 0) if ids.dim() >= 3 else None
+        if vector is None or result.dim() != ids.dim() or result.shape[1] != len(vector):
+            return self.not_understood(n, result, 'it changes the channels')
+        return broadcast_vector(vector, result.shape, 1)
+
+    def function_ids(self, n: fx.Node, result):
+        target = n.target
+        named = getattr(target, '__name__', '') if n.op == 'call_function' else ''
+        if target in IGNORED_METHODS:
+            return None
+        if target in ELEMENTWISE_FUNCTIONS or target in ELEMENTWISE_METHODS or named in ELEMENTWISE_NAMES:
+            return self.elementwise(n, result)
+        if target in POOLING_FUNCTIONS:
+            return self.pooled(n, self.input_ids(n), result)
+        if target is F.pad:
+            return self.padded(n, result)
+        if target is operator.getitem:
+            return self.item(n, result)
+        if target in MERGING_FUNCTIONS or target in MERGING_METHODS:
+            return self.replay(n)
+        if target in RESHAPES:
+            if reshape_splits_varying(self.input_ids(n), tuple(result.shape)):
+                return self.not_understood(n, result, 'it splits the channel axis (a channel shuffle or grouping)')
+            return self.replay(n)
+        if target in SLICES:
+            return self.sliced(n, SLICES[target], result)
+        if target in REDUCTIONS:
+            return self.reduced(n, result)
+        if not self.tensor_ids((n.args, n.kwargs)):
+            return fixed_like(result)
+        return self.not_understood(n, result, 'the operation is not understood')
+
+    def replay(self, n: fx.Node):
+        """Apply the node's own operation to the id tensors (shapes and positions move exactly as the data)."""
+        def substitute(a: fx.Node):
+            value = self.env.get(a)
+            if isinstance(value, torch.Tensor) or (isinstance(value, (tuple, list)) and value
+                                                    and isinstance(value[0], torch.Tensor)):
+                ids = self.ids.get(a)
+                return ids if ids is not None else fixed_like(value)
+            return value
+
+        args = fx.node.map_arg(n.args, substitute)
+        kwargs = fx.node.map_arg(n.kwargs, substitute)
+        if n.op == 'call_method':
+            return getattr(args[0], n.target)(*args[1:], **kwargs)
+        return n.target(*args, **kwargs)
+
+    def elementwise(self, n: fx.Node, result):
+        """Channels combined position by position belong together; a fixed one or a constant tensor freezes them."""
+        operands, constants = [], False
+        for a in [*n.args, *n.kwargs.values()]:
+            if isinstance(a, fx.Node) and isinstance(self.env.get(a), torch.Tensor):
+                ids = self.ids.get(a)
+                if ids is None:
+                    constants = constants or self.env[a].numel() > 1
+                else:
+                    operands.append(ids)
+        if not isinstance(result, torch.Tensor) or not operands:
+            return fixed_like(result)
+        operands = [o.expand(result.shape) for o in torch.broadcast_tensors(*operands)]
+        if constants:
+            for o in operands:
+                self.sets.freeze(o)
+            self.notes.append(f'{describe_node(n)}: combined with a constant tensor; its channels are not cut.')
+        combined = operands[0].clone()
+        for other in operands[1:]:
+            self.couple(combined, other)
+            combined = torch.where(combined >= 0, combined, other)
+        return combined
+
+    def couple(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        both = (a >= 0) & (b >= 0) & (a != b)
+        pairs = torch.unique(torch.stack([a[both], b[both]], 1), dim=0)
+        for x, y in pairs.tolist():
+            self.sets.union(x, y)
+        self.sets.freeze(a[(b == FIXED) & (a >= 0)])
+        self.sets.freeze(b[(a == FIXED) & (b >= 0)])
+
+    def padded(self, n: fx.Node, result: torch.Tensor):
+        """F.pad: new positions of the channel axis are fixed channels, new spatial positions belong to theirs."""
+        ids = self.input_ids(n)
+        pad = list(n.args[1] if len(n.args) > 1 else n.kwargs['pad'])
+        for k in range(len(pad) // 2):
+            dim, before, after = ids.dim() - 1 - k, pad[2 * k], pad[2 * k + 1]
+            if dim == 1:
+                shape = list(ids.shape)
+                ids = torch.cat([torch.full(shape[:1] + [before] + shape[2:], FIXED), ids,
+                                 torch.full(shape[:1] + [after] + shape[2:], FIXED)], 1)
+            else:
+                index = torch.arange(-before, ids.shape[dim] + after).clamp(0, ids.shape[dim] - 1)
+                ids = ids.index_select(dim, index)
+        if ids.shape != result.shape:
+            return self.not_understood(n, result, 'its padding could not be followed')
+        return ids
+
+    def item(self, n: fx.Node, result):
+        source = self.ids.get(n.args[0])
+        if isinstance(source, (tuple, list)):
+            return source[n.args[1]]
+        if not isinstance(source, torch.Tensor):
+            return fixed_like(result)
+        index = n.args[1] if isinstance(n.args[1], tuple) else (n.args[1],)
+        if any(not isinstance(i, (slice, int)) for i in index):
+            return self.not_understood(n, result, 'it indexes with tensors, None or Ellipsis')
+        for dim, i in enumerate(index):
+            if i != slice(None) and varies_along(source, dim):
+                return self.not_understood(n, result, 'it selects channels by position')
+        return source[n.args[1]]
+
+    def sliced(self, n: fx.Node, kind: str, result):
+        source = self.input_ids(n)
+        args = [self.env.get(a, a) if isinstance(a, fx.Node) else a for a in n.args[1:]]
+        if kind == 'narrow':
+            dim = args[0] if args else n.kwargs.get('dim')
+        elif kind == 'unbind':
+            dim = args[0] if args else n.kwargs.get('dim', 0)
+        else:
+            dim = args[1] if len(args) > 1 else n.kwargs.get('dim', 0)
+        if varies_along(source, dim % source.dim()):
+            return self.not_understood(n, result, f'a {kind} of the channel axis fixes positions')
+        return self.replay(n)
+
+    def reduced(self, n: fx.Node, result):
+        source = self.input_ids(n)
+        dims = n.args[1] if len(n.args) > 1 else n.kwargs.get('dim')
+        if dims is None:
+            return fixed_like(result) if not bool((source >= 0).any()) else self.not_understood(
+                n, result, 'it reduces every axis')
+        dims = sorted({d % source.dim() for d in (dims if isinstance(dims, (tuple, list)) else [dims])}, reverse=True)
+        if any(varies_along(source, d) for d in dims):
+            return self.not_understood(n, result, 'it reduces over channels')
+        keep = n.args[2] if len(n.args) > 2 else n.kwargs.get('keepdim', False)
+        out = source
+        for d in dims:
+            out = out.narrow(d, 0, 1)
+            if not keep:
+                out = out.squeeze(d)
+        return out.contiguous()
+
+
+def describe_node(n: fx.Node) -> str:
+    name = n.target if isinstance(n.target, str) else getattr(n.target, '__name__', str(n.target))
+    return f'{n.name} ({name})'
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    try:
+        return fx.symbolic_trace(model)
+    except Exception as err:  # noqa: BLE001 - any tracing failure is reported as the model's
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise HingeError(f'the model {type(model).__name__} does not trace with torch.fx ({first}); pass a Plan '
+                         'written by hand (model_hinge.Plan) or make the untraceable part a leaf module.') from None
+
+
+def first_example(model: nn.Module, example_inputs) -> torch.Tensor:
+    """One example (batch of 1) on the model's device and dtype; a wrong shape is refused by running it."""
+    x = example_inputs[0] if isinstance(example_inputs, (tuple, list)) and example_inputs else example_inputs
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise HingeError('example_inputs must be a batch tensor (N, C, H, W) (or a tuple holding one), e.g. '
+                         'torch.randn(1, 3, 224, 224).')
+    param = next(model.parameters(), None)
+    return x[:1].to(param.device, param.dtype) if param is not None else x[:1]
+
+
+def trace_channels(model: nn.Module, example_inputs) -> ChannelTracer:
+    """Trace the model and follow the channels of one example through it (eval mode; modes are restored)."""
+    gm = trace(model)
+    x = first_example(model, example_inputs)
+    tracer = ChannelTracer(gm, model)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            tracer.run(x)
+    except HingeError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the model rejected the example
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise HingeError(f'the model does not run on example_inputs of shape {tuple(x.shape)} ({first}); pass an '
+                         'input of the shape it expects.') from None
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    return tracer
+
+
+def consumer_cuts(tracer: ChannelTracer, channels: torch.Tensor, renamed: dict[str, str]) -> list[Cut] | None:
+    """The cuts of every axis that reads these channels, in channel order; None when some axis holds them in
+    unequal numbers of positions (then they cannot be pruned as groups)."""
+    cuts = []
+    first, count = int(channels[0]), len(channels)
+    for site in tracer.sites.values():
+        mask = (site.ids >= first) & (site.ids < first + count)
+        if not bool(mask.any()):
+            continue
+        positions = mask.nonzero().view(-1)
+        owner = site.ids[positions] - first
+        per_channel = torch.bincount(owner, minlength=count)
+        if bool((per_channel != per_channel[0]).any()):
+            return None
+        ordered = positions[torch.argsort(owner * len(site.ids) + positions)]
+        tensor = renamed.get(site.tensor, site.tensor)
+        start = int(ordered[0])
+        if torch.equal(ordered, torch.arange(start, start + len(ordered))) and per_channel[0] == 1:
+            cuts.append(Cut(tensor, site.axis, start))
+        else:
+            cuts.append(Cut(tensor, site.axis, positions=ordered.tolist()))
+    return cuts
+
+
+def auto_plan(model: nn.Module, example_inputs, decompose_free: bool = False, name: str = 'Hinge') -> Plan:
+    """The compression plan of any torch.fx-traceable CNN (see the module docstring); the model is not changed.
+
+    `decompose_free`: the convolutions whose outputs are pruned also get their A's columns regularised
+    (decomposition and pruning with one matrix, which then stays unmerged).
+    """
+    tracer = trace_channels(model, example_inputs)
+    sets = tracer.sets
+    renamed = {f'{p}.weight': f'{p}.0.weight' for p in tracer.order}
+    free = {p for p in tracer.order if all(sets.is_free(int(c)) for c in tracer.producers[p])}
+    insertions, pruning, decomposing, notes = [], [], [], list(tracer.notes)
+    for block, path in enumerate(tracer.order):
+        conv = model.get_submodule(path)
+        a = f'{path}.1'
+        cuts = consumer_cuts(tracer, tracer.producers[path], renamed) if path in free else None
+        if path in free and cuts is None:
+            notes.append(f'{path}: its channels are read in unequal numbers of positions; decomposed instead.')
+        prune = cuts is not None
+        insertions.append(Insertion(path, group_dim=0 if prune else 1, merge=prune and not decompose_free))
+        if prune:
+            own = [Cut(f'{a}.weight', 0)] + ([Cut(f'{a}.bias', 0)] if conv.bias is not None else [])
+            pruning.append(Family(block, 1, 0, [Member(f'{a}.weight', 0)], own + cuts))
+        if not prune or decompose_free:
+            decomposing.append(Family(block, 2, 0, [Member(f'{a}.weight', 1)],
+                                      [Cut(f'{path}.0.weight', 0), Cut(f'{a}.weight', 1)]))
+    roles = 2 if pruning and decomposing else 1
+    for fam in decomposing:
+        fam.role = roles - 1
+    families = sorted(pruning + decomposing, key=lambda f: (f.block, f.layer))
+    return Plan(name, insertions, {}, families, Policy(label='Conv', roles=roles), notes=notes)
+
+
+def summary(plan: Plan, model: nn.Module) -> dict[str, list[str]]:
+    """Which convolutions an automatic plan prunes, decomposes (both where one A does both) and leaves alone
+    (its family blocks number its insertions)."""
+    pruned = {plan.insertions[f.block].conv for f in plan.families if f.members[0].dim == 0}
+    decomposed = {plan.insertions[f.block].conv for f in plan.families if f.members[0].dim == 1}
+    inserted = {i.conv for i in plan.insertions}
+    convs = [p for p, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    return {'pruned': sorted(pruned), 'decomposed': sorted(decomposed),
+            'left alone': [p for p in convs if p not in inserted]}
