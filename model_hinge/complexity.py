@@ -4,6 +4,11 @@ The original counts, per image: convolutions k*k*c_in/groups*c_out*H_out*W_out (
 c_in*c_out, BatchNorm 2*C*H*W (affine), ReLU-like modules the elements of their output, and nothing for
 pooling, dropout, functional ops or custom modules. Parameters are those that require grad.
 
+For modern CNNs (none of which the original's networks contain) the same rules extend to: linear layers on
+(N, ..., C) inputs, times the leading non-batch dims; BatchNorm1d, GroupNorm and LayerNorm, 2 x elements when
+affine (1 x otherwise); the activations of ACTIVATIONS, the elements of their output; adaptive average and max
+pooling modules, the elements of their input.
+
 Here the spatial size of every counted module is recorded once by `trace` (one forward pass at build time);
 afterwards FLOPs follow from tensor shapes alone, so the count of a would-be-compressed network is a cheap
 function of channel counts (`shape_of` maps a tensor to its hypothetical shape). `merges` counts pairs of a
@@ -18,6 +23,11 @@ import torch
 import torch.nn as nn
 
 RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU)
+ACTIVATIONS = RELU_LIKE + (nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Mish)
+ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+NORMS = BATCH_NORMS + (nn.GroupNorm, nn.LayerNorm)
+CHANNEL_MODULES = (nn.Conv2d, nn.Linear) + NORMS  # their own tensors carry their output channel count
 ShapeOf = Callable[[torch.Tensor], tuple]
 Merges = list[tuple[nn.Conv2d, nn.Conv2d]]
 
@@ -28,38 +38,47 @@ def actual_shape(t: torch.Tensor) -> tuple:
 
 @dataclass
 class CountedModule:
-    """One module the counter charges for, with the spatial size (H*W) of its output."""
+    """One module the counter charges for: `spatial` elements per channel of the tensor it is charged for."""
 
     module: nn.Module
-    spatial: int
-    source: nn.Module | None = None  # ReLU: the module whose output it activates
-    channels: int = 0                # ReLU: traced channel count, used when the source is unknown
+    spatial: int                     # H*W for (N, C, H, W); the leading non-batch dims for a linear's (N, ..., C)
+    source: nn.Module | None = None  # the module whose tensors give the channel count (itself for CHANNEL_MODULES)
+    channels: int = 0                # traced channel count, used when no tensor of the source carries it
 
 
 def _channel_tensor(m: nn.Module) -> torch.Tensor | None:
-    """The tensor whose first dimension is a module's output channel count."""
-    if isinstance(m, (nn.Conv2d, nn.Linear)):
-        return m.weight
-    if isinstance(m, nn.BatchNorm2d):
-        return m.running_mean if m.running_mean is not None else m.weight
-    return None
+    """The tensor whose first dimension is the output channel count of a CHANNEL_MODULES module (None if none)."""
+    if isinstance(m, BATCH_NORMS) and m.running_mean is not None:
+        return m.running_mean
+    return m.weight
 
 
-def _out_channels(m: nn.Module, shape_of: ShapeOf) -> int:
-    return shape_of(_channel_tensor(m))[0]
+def _channels(source: nn.Module | None, traced: int, shape_of: ShapeOf) -> int:
+    """A channel count from the source's channel tensor, so that cuts show in it; else the traced count."""
+    tensor = _channel_tensor(source) if source is not None else None
+    return traced if tensor is None else shape_of(tensor)[0]
 
 
 def module_flops(entry: CountedModule, shape_of: ShapeOf = actual_shape) -> int:
     """FLOPs of one counted module for the given (possibly hypothetical) tensor shapes."""
     m = entry.module
-    if isinstance(m, nn.Conv2d):
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
         return entry.spatial * prod(shape_of(m.weight))
-    if isinstance(m, nn.Linear):
-        return prod(shape_of(m.weight))
-    if isinstance(m, nn.BatchNorm2d):
-        return entry.spatial * _out_channels(m, shape_of) * (2 if m.affine else 1)
-    channels = _out_channels(entry.source, shape_of) if entry.source is not None else entry.channels
-    return entry.spatial * channels
+    factor = 2 if isinstance(m, NORMS) and m.weight is not None else 1
+    return factor * entry.spatial * _channels(entry.source, entry.channels, shape_of)
+
+
+def _record(module: nn.Module, inputs: tuple, output: torch.Tensor, producers: dict) -> CountedModule:
+    """The entry of a module seen in the traced forward; its output becomes known as carrying its source's channels."""
+    if isinstance(module, CHANNEL_MODULES):
+        source, tensor = module, output
+    else:  # an activation (its output has its input's shape) or a pooling charged for its input
+        tensor = inputs[0]
+        source = producers.get(id(tensor), (None, None))[0]
+    fallback = tensor.shape[1] if tensor.dim() > 1 else tensor.numel()
+    channels = _channels(source, fallback, actual_shape)
+    producers[id(output)] = (source, output)  # the tensor is kept alive so that its id stays unique
+    return CountedModule(module, tensor.numel() // channels, source, channels)
 
 
 class ComplexityModel:
@@ -72,23 +91,17 @@ class ComplexityModel:
 
     @classmethod
     def trace(cls, net: nn.Module, input_dim: tuple) -> 'ComplexityModel':
-        """Record the output size of every counted module with one batch-1 forward pass; modes are restored."""
-        producers: dict[int, tuple[nn.Module, torch.Tensor]] = {}
+        """Record the size of the tensor every counted module is charged for, with one batch-1 forward pass; modes are
+        restored."""
+        producers: dict[int, tuple[nn.Module | None, torch.Tensor]] = {}
         counted: list[CountedModule] = []
 
         def hook(module, inputs, output):
-            if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
-                producers[id(output)] = (module, output)
-            spatial = prod(output.shape[2:]) if output.dim() > 2 else 1
-            if isinstance(module, RELU_LIKE):
-                source = producers.get(id(inputs[0]), (None, None))[0]
-                counted.append(CountedModule(module, spatial, source, output.shape[1] if output.dim() > 1 else 0))
-            elif isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
-                counted.append(CountedModule(module, spatial))
+            counted.append(_record(module, inputs, output, producers))
 
         modes = {m: m.training for m in net.modules()}
         handles = [m.register_forward_hook(hook) for m in net.modules()
-                   if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d) + RELU_LIKE)]
+                   if isinstance(m, CHANNEL_MODULES + ACTIVATIONS + ADAPTIVE_POOLS)]
         try:
             net.eval()
             param = next(net.parameters())
@@ -104,6 +117,10 @@ class ComplexityModel:
     def flops(self, shape_of: ShapeOf = actual_shape, merges: Merges = ()) -> int:
         """FLOPs per image, as the original counter would report them (for the merged network with `merges`)."""
         return sum(self.flops_terms(shape_of, merges))
+
+    def flops_of(self, kinds: tuple[type, ...], shape_of: ShapeOf = actual_shape) -> int:
+        """FLOPs of the counted modules of the given types alone, to compare with counters that see only those."""
+        return sum(module_flops(e, shape_of) for e in self.counted if isinstance(e.module, kinds))
 
     def params(self, shape_of: ShapeOf = actual_shape, merges: Merges = ()) -> int:
         """Number of trainable parameters (of the merged network with `merges`)."""
