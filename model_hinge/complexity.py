@@ -91,8 +91,7 @@ class ComplexityModel:
 
     @classmethod
     def trace(cls, net: nn.Module, input_dim: tuple) -> 'ComplexityModel':
-        """Record the size of the tensor every counted module is charged for, with one batch-1 forward pass; modes are
-        restored."""
+        """Record the size of each counted module's charged tensor with one batch-1 forward pass; modes are restored."""
         producers: dict[int, tuple[nn.Module | None, torch.Tensor]] = {}
         counted: list[CountedModule] = []
 
