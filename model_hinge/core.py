@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model_hinge.complexity import ComplexityModel, Merges, ShapeOf, actual_shape
+from model_hinge.errors import HingeError
 from model_hinge.groups import bind
 from model_hinge.init import factorize
 from model_hinge.plan import Insertion, Plan, split_path
@@ -31,20 +32,24 @@ class DReLU(nn.Module):
 
 
 MODULE_KINDS: dict[str, type[nn.Module]] = {'two_slope_relu': DReLU}
+FILTER_MIXING = ('svd', 'svd2')  # initialisations whose conv' combines filters, which a grouped conv cannot
 
 
 def factorized_pair(conv: nn.Conv2d, method: str | None, group_dim: int = 1) -> nn.Sequential:
     """Sequential(conv', A) computing `conv` (for svd/svd2/p-identity) with A a bias-carrying 1x1 conv.
 
-    With `method` None the pair only gets the right structure (its values are about to be loaded).
+    conv' keeps the groups and padding mode of `conv`. With `method` None the pair only gets the right
+    structure (its values are about to be loaded). A grouped conv keeps its weight with A = I under svd/svd2:
+    their conv' would mix filters of different groups.
     """
     weight = conv.weight.detach().cpu()
-    if method is None:
+    if method is None or (conv.groups > 1 and method in FILTER_MIXING):
         new_weight, matrix = weight.clone(), torch.eye(weight.shape[0]).view(weight.shape[0], -1, 1, 1)
     else:
         new_weight, matrix = factorize(weight, method, group_dim)
     basis = nn.Conv2d(conv.in_channels, new_weight.shape[0], conv.kernel_size, stride=conv.stride,
-                      padding=conv.padding, dilation=conv.dilation, bias=False)
+                      padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=False,
+                      padding_mode=conv.padding_mode)
     a = nn.Conv2d(new_weight.shape[0], matrix.shape[0], 1, bias=conv.bias is not None)
     with torch.no_grad():
         basis.weight.copy_(new_weight)
@@ -54,9 +59,24 @@ def factorized_pair(conv: nn.Conv2d, method: str | None, group_dim: int = 1) -> 
     return nn.Sequential(basis, a).to(conv.weight.device)
 
 
-def set_module(net: nn.Module, path: str, module: nn.Module) -> None:
+def module_at(net: nn.Module, path: str, what: str) -> nn.Module:
+    """The module at `path`; a path the network lacks is a HingeError naming it and `what` the plan wanted."""
     parent, key = split_path(path)
-    setattr(net.get_submodule(parent) if parent else net, key, module)
+    try:
+        children = dict(net.get_submodule(parent).named_children())
+    except AttributeError:
+        children = {}
+    if not key or key not in children:
+        raise HingeError(f'the compression plan names {what} {path}, which this network does not have; '
+                         'the plan was made for another architecture.')
+    return children[key]
+
+
+def set_module(net: nn.Module, path: str, module: nn.Module) -> None:
+    """Replace the module at an existing `path` (a missing one is a HingeError, never a new attribute)."""
+    module_at(net, path, 'the module')
+    parent, key = split_path(path)
+    setattr(net.get_submodule(parent), key, module)
 
 
 def insert_matrix(net: nn.Module, insertion: Insertion, method: str | None) -> None:
@@ -72,14 +92,61 @@ def insert_matrix(net: nn.Module, insertion: Insertion, method: str | None) -> N
     parent.insert(int(key) + 1, pair[1])
 
 
-def convert(net: nn.Module, plan: Plan, method: str | None) -> None:
-    """Apply the plan to a baseline in place; `method` initialises A (None: structure only, values follow)."""
+def check_plan(net: nn.Module, plan: Plan) -> None:
+    """Refuse, naming the path, replacements and insertions that do not fit `net`, before anything changes."""
+    for path, kind in plan.replacements.items():
+        module_at(net, path, 'the module to replace')
+        if kind not in MODULE_KINDS:
+            raise HingeError(f'the compression plan replaces {path} by {kind!r}, an unknown module kind; '
+                             f'use {", ".join(MODULE_KINDS)}.')
+    convs = [i.conv for i in plan.insertions]
+    twice = sorted({c for c in convs if convs.count(c) > 1})
+    if twice:
+        raise HingeError(f'the compression plan inserts two matrices after {twice[0]}; list each conv once.')
+    for insertion in plan.insertions:
+        _check_insertion(net, insertion)
+
+
+def _check_insertion(net: nn.Module, insertion: Insertion) -> None:
+    """The insertion names a Conv2d, in a Sequential for the 'after' style, and merges only an ungrouped one."""
+    conv = module_at(net, insertion.conv, 'the convolution')
+    if not isinstance(conv, nn.Conv2d):
+        raise HingeError(f'the compression plan inserts A after {insertion.conv}, which is a {type(conv).__name__} '
+                         'in this network, not a Conv2d; the plan was made for another architecture.')
+    parent, key = split_path(insertion.conv)
+    if insertion.style == 'after' and not (key.isdigit() and isinstance(net.get_submodule(parent), nn.Sequential)):
+        raise HingeError(f"the compression plan inserts A after {insertion.conv} in the 'after' style, which needs "
+                         "a convolution inside a Sequential; use the 'wrap' style.")
+    if insertion.merge and conv.groups > 1:
+        raise HingeError(f'the compression plan merges A into {insertion.conv}, a grouped convolution '
+                         f'({conv.groups} groups), whose fold with a dense A would be dense; set merge to false.')
+
+
+def convert(net: nn.Module, plan: Plan, method: str | None) -> dict[str, nn.Module]:
+    """Apply the plan to a baseline in place, once check_plan accepts it; `method` initialises A (None:
+    structure only, values follow). Returns the modules it replaced by path, which `restore` puts back."""
+    check_plan(net, plan)
+    originals = {path: net.get_submodule(path) for path in [*plan.replacements, *(i.conv for i in plan.insertions)]}
     for path, kind in plan.replacements.items():
         set_module(net, path, MODULE_KINDS[kind]().to(next(net.parameters()).device))
     for insertion in plan.insertions:
         insert_matrix(net, insertion, method)
     if plan.policy.grad_ratio_buffer:
         net.register_buffer('running_grad_ratio', None)
+    return originals
+
+
+def restore(net: nn.Module, plan: Plan, originals: dict[str, nn.Module]) -> None:
+    """Undo `convert` (its inserted matrices, replacements and buffer), so a refused plan leaves `net` as it was."""
+    for insertion in reversed(plan.insertions):
+        if insertion.style == 'after':
+            parent, key = split_path(insertion.conv)
+            del net.get_submodule(parent)[int(key) + 1]
+        set_module(net, insertion.conv, originals[insertion.conv])
+    for path in plan.replacements:
+        set_module(net, path, originals[path])
+    if plan.policy.grad_ratio_buffer:
+        delattr(net, 'running_grad_ratio')
 
 
 class Adapter:
@@ -109,8 +176,12 @@ class HingeModel:
         self.net, self.plan, self.input_dim = net, plan, input_dim
         baseline = ComplexityModel.trace(net, input_dim)
         self.baseline_flops, self.baseline_params = baseline.flops(), baseline.params()
-        convert(net, plan, init_method)
-        self.families = bind(plan, net)
+        originals = convert(net, plan, init_method)
+        try:
+            self.families = bind(plan, net)
+        except HingeError:
+            restore(net, plan, originals)
+            raise
         self.merged = False
         self.folded: list[Insertion] = []
         self.retrace()

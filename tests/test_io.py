@@ -5,6 +5,7 @@ import pickle
 
 import pytest
 import torch
+import torch.nn as nn
 
 from utils.errors import UsageError
 from utils.io import load_torch, save_json, save_torch
@@ -84,3 +85,17 @@ def test_files_that_are_not_pytorch_files_are_named(tmp_path):
     (tmp_path / 'notes.txt').write_text('hello')
     with pytest.raises(UsageError, match='notes.txt is not a PyTorch file'):
         load_torch(tmp_path / 'notes.txt', '--pretrain')
+
+
+def test_channels_last_tensors_are_saved_contiguous(tmp_path):
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).to(memory_format=torch.channels_last)
+    assert not net[0].weight.is_contiguous()
+    momentum = torch.randn(4, 3, 3, 3).to(memory_format=torch.channels_last)
+    save_torch({'model': net.state_dict(), 'optimizer': {'state': {0: {'momentum_buffer': momentum}}}},
+               tmp_path / 'ckpt.pt')
+    loaded = load_torch(tmp_path / 'ckpt.pt', 'test')
+    assert torch.equal(loaded['model']['0.weight'].view(-1), net[0].weight.detach().flatten())
+    assert torch.equal(loaded['optimizer']['state'][0]['momentum_buffer'].view(-1), momentum.flatten())
+    fresh = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    fresh.load_state_dict(loaded['model'])
+    assert torch.equal(fresh[0].weight, net[0].weight)

@@ -8,7 +8,9 @@ import torch
 from conftest import SMALL, hinge_model, make_args, random_statistics, reference_flops, zero_groups
 from model import build_baseline
 from model_hinge import adapter_for
-from model_hinge.core import DReLU, HingeModel, factorized_pair
+from model_hinge.core import DReLU, HingeModel, factorized_pair, set_module
+from model_hinge.errors import HingeError
+from model_hinge.plan import Cut, Insertion
 from model_hinge.surgery import compress
 
 
@@ -146,3 +148,88 @@ def test_merge_where_cheaper_folds_exactly_the_pairs_that_cost_less_folded(name)
     assert flops == cheapest.cost()[0] < reference_flops(plan_only.net, (3, 32, 32)) == plan_only.cost()[0]
     assert cheapest.cheaper_folds() == [] and len(cheapest.folded) == len(folded) + len(hm.plan.merges)
 
+
+
+CONVS = {'depthwise': dict(in_channels=6, out_channels=6, groups=6),
+         'multiplier': dict(in_channels=4, out_channels=8, groups=4),
+         'circular': dict(in_channels=3, out_channels=5, padding_mode='circular')}
+
+
+@pytest.mark.parametrize('kind', list(CONVS))
+@pytest.mark.parametrize('init', ['svd', 'svd2', 'p-identity', None])
+def test_factorized_pair_keeps_groups_and_padding_mode(kind, init):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(kernel_size=3, padding=1, bias=True, **CONVS[kind])
+    pair = factorized_pair(conv, init)
+    assert (pair[0].groups, pair[0].padding_mode) == (conv.groups, conv.padding_mode)
+    x = torch.randn(2, conv.in_channels, 7, 7)
+    with torch.no_grad():
+        assert torch.allclose(pair(x), conv(x), atol=1e-5)
+
+
+def test_set_module_refuses_a_path_the_network_lacks():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.Sequential(torch.nn.ReLU()))
+    for path in ('2', '1.1', '3.0'):
+        with pytest.raises(HingeError, match=rf'\b{path}\b'):
+            set_module(net, path, torch.nn.Identity())
+    assert [type(m).__name__ for m in net.modules()] == ['Sequential', 'Conv2d', 'Sequential', 'ReLU']
+
+
+def _missing_insertion(plan):
+    plan.insertions.append(Insertion('features.9.0.body.0'))
+    return 'features.9.0.body.0'
+
+
+def _insertion_at_a_batchnorm(plan):
+    plan.insertions.append(Insertion('features.1.1.body.1'))
+    return 'features.1.1.body.1'
+
+
+def _missing_replacement(plan):
+    plan.replacements['features.1.0.body.7'] = 'two_slope_relu'
+    return 'features.1.0.body.7'
+
+
+def _unknown_module_kind(plan):
+    plan.replacements['features.2.0.body.2'] = 'gelu'
+    return 'gelu'
+
+
+def _missing_cut_tensor(plan):
+    plan.families[-1].cuts.append(Cut('features.3.1.body.9.weight', 0))
+    return 'features.3.1.body.9.weight'
+
+
+@pytest.mark.parametrize('spoil', [_missing_insertion, _insertion_at_a_batchnorm, _missing_replacement,
+                                   _unknown_module_kind, _missing_cut_tensor])
+def test_a_plan_that_does_not_fit_is_refused_and_leaves_the_network_as_it_was(spoil):
+    torch.manual_seed(0)
+    args = make_args(f'--template CIFAR10 {SMALL["Hinge_ResNet_Basic_SVD"]}')
+    adapter = adapter_for(args.model)
+    net = build_baseline(args, adapter.baseline).eval()
+    plan = adapter.plan(net)
+    path = spoil(plan)
+    before = copy.deepcopy(net.state_dict())
+    layout = [(name, type(m)) for name, m in net.named_modules()]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = net(x)
+    with pytest.raises(HingeError, match=path.replace('.', r'\.')):
+        HingeModel(net, plan, (3, 32, 32), 'svd2')
+    assert [(name, type(m)) for name, m in net.named_modules()] == layout
+    state = net.state_dict()
+    assert list(state) == list(before) and all(torch.equal(state[k], v) for k, v in before.items())
+    with torch.no_grad():
+        assert torch.equal(net(x), expected)
+
+
+def test_a_plan_that_merges_a_into_a_grouped_convolution_is_refused():
+    args = make_args(f'--template CIFAR10 {SMALL["Hinge_RESNEXT"]}')
+    adapter = adapter_for(args.model)
+    net = build_baseline(args, adapter.baseline)
+    plan = adapter.plan(net)
+    plan.insertions.append(Insertion('layer1.0.conv2', merge=True))
+    keys = list(net.state_dict())
+    with pytest.raises(HingeError, match=r'layer1\.0\.conv2.*grouped'):
+        HingeModel(net, plan, (3, 32, 32), 'svd2')
+    assert list(net.state_dict()) == keys

@@ -143,3 +143,67 @@ def test_adapting_load_shrinks_tensors_and_channel_counts():
     assert torch.allclose(target.eval()(x), source.eval()(x))
     with pytest.raises(HingeError, match='incompatible shapes'):
         load_state(source, _resnet(8).state_dict(), 'ckpt', adapt=True)   # larger than the model: refused
+
+
+def test_merge_pair_refuses_a_grouped_convolution():
+    pair = nn.Sequential(nn.Conv2d(4, 8, 3, groups=4), nn.Conv2d(8, 5, 1))
+    with pytest.raises(HingeError, match='grouped'):
+        merge_pair(pair)
+
+
+def test_merge_pair_keeps_the_padding_mode():
+    torch.manual_seed(0)
+    pair = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode='circular'), nn.Conv2d(4, 5, 1))
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        assert torch.allclose(merge_pair(pair)(x), pair(x), atol=1e-5)
+
+
+def _producer_and_grouped(out_channels: int, groups: int) -> nn.Sequential:
+    """A 1x1 conv producing `groups` channels, then a grouped 3x3 conv (depthwise or channel multiplier)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, groups, 1), nn.Conv2d(groups, out_channels, 3, padding=1, groups=groups)).eval()
+
+
+@torch.no_grad()
+def _cut(net: nn.Sequential, inputs: list[int], outputs: list[int]) -> None:
+    """Keep the producer's `inputs` channels and the grouped conv's `outputs` by hand, then sync the attributes."""
+    producer, grouped = net
+    producer.weight.data, producer.bias.data = producer.weight[inputs], producer.bias[inputs]
+    grouped.weight.data, grouped.bias.data = grouped.weight[outputs], grouped.bias[outputs]
+    sync_module_attributes(net)
+
+
+@pytest.mark.parametrize('out_channels,groups,inputs,outputs', [
+    (8, 4, [0, 1, 2], [0, 1, 2, 3, 4, 5]),          # channel multiplier 2: input 3 goes with its outputs 6, 7
+    (8, 4, [1, 3], [2, 3, 6, 7]),
+    (6, 6, [0, 2, 5], [0, 2, 5]),                    # depthwise
+])
+def test_grouped_convolutions_that_lose_whole_groups_compute_the_kept_channels(out_channels, groups, inputs,
+                                                                               outputs):
+    net = _producer_and_grouped(out_channels, groups)
+    x = torch.randn(2, 3, 6, 6)
+    expected = net(x)[:, outputs]
+    _cut(net, inputs, outputs)
+    grouped = net[1]
+    assert (grouped.in_channels, grouped.groups, grouped.out_channels) == (len(inputs), len(inputs), len(outputs))
+    assert torch.allclose(net(x), expected, atol=1e-6)
+
+
+def test_a_grouped_convolution_cut_inside_a_group_is_refused():
+    net = _producer_and_grouped(8, 4)
+    with pytest.raises(HingeError, match='7 output channels.*groups of 2'):
+        _cut(net, [0, 1, 2, 3], list(range(7)))
+
+
+def test_compress_refuses_to_split_a_group_of_a_grouped_convolution():
+    net = _producer_and_grouped(8, 4)
+    grouped = net[1]
+    weight = grouped.weight.detach().clone()
+    split = GroupFamily(0, 1, 0, [Member(grouped.weight, 0)], [Cut(grouped, 'weight', 0)])
+    with pytest.raises(HingeError, match='splits the groups'):
+        compress([split], {split: torch.tensor([0, 1, 2, 3, 4, 6])}, net)
+    assert torch.equal(grouped.weight, weight) and grouped.groups == 4
+    whole = GroupFamily(0, 1, 0, [Member(grouped.weight, 0, 2)], [Cut(grouped, 'weight', 0)])
+    compress([whole], {whole: torch.tensor([0, 2])}, net)
+    assert torch.equal(grouped.weight, weight[[0, 1, 4, 5]]) and (grouped.groups, grouped.in_channels) == (2, 2)

@@ -1,5 +1,6 @@
 """Atomic writes (temp file + rename), commits of several files at once, and weights-only checkpoint loading."""
 
+import copy
 import io
 import json
 import os
@@ -42,10 +43,25 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
 
 
 def save_torch(obj: Any, path: Path) -> None:
-    """torch.save that never leaves a truncated file behind."""
+    """torch.save of `obj` with contiguous tensors that never leaves a truncated file behind."""
     buffer = io.BytesIO()
-    torch.save(obj, buffer)
+    torch.save(contiguous(obj), buffer)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def contiguous(obj: Any) -> Any:
+    """`obj` with its tensors (in dicts, lists, tuples) in row-major layout: torch.save keeps channels-last
+    strides, and `.view(-1)` fails on a loaded weight that has them. Mappings keep their type and metadata."""
+    if isinstance(obj, torch.Tensor):
+        return obj.contiguous()
+    if isinstance(obj, dict):
+        copied = copy.copy(obj)
+        for key, value in obj.items():
+            copied[key] = contiguous(value)
+        return copied
+    if isinstance(obj, list | tuple) and not hasattr(obj, '_fields'):
+        return type(obj)(contiguous(v) for v in obj)
+    return obj
 
 
 def save_text(text: str, path: Path) -> None:
