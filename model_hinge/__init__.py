@@ -1,24 +1,19 @@
-"""Hinge models, resolved by name through an explicit registry of architecture adapters."""
+"""Hinge: group-sparsity compression (filter pruning where a channel is free, decomposition where it is coupled)
+of any CNN, inside the user's own training loop.
 
-from model_hinge.core import Adapter
-from model_hinge.densenet import DenseNetPrune, DenseNetSVD
-from model_hinge.resnet_basic import ResNetBasic, ResNetBasicSVD
-from model_hinge.resnet_bottleneck import ResNetBottleneck
-from model_hinge.resnext import ResNeXtAdapter
-from model_hinge.vgg import VGGAdapter
-from model_hinge.wide_resnet import WideResNetAdapter
+    hinge = model_hinge.Hinge(model, example_inputs, ratio=0.5)
+    opt = torch.optim.SGD(hinge.param_groups(lr=0.1, lr_ratio=0.01), momentum=0.9)
+    ... loss.backward(); hinge.step(opt) ...
+    small = hinge.compress(); hinge.save('small.pt')
+    small2 = model_hinge.load(fresh_model, 'small.pt')
+"""
 
-ADAPTERS: dict[str, type[Adapter]] = {a.name.lower(): a for a in (
-    ResNetBasicSVD, ResNetBasic, ResNetBottleneck, ResNeXtAdapter, DenseNetSVD, DenseNetPrune, VGGAdapter,
-    WideResNetAdapter)}
-NAMES = ', '.join(a.name for a in ADAPTERS.values())
+from model_hinge.api import Hinge, count, load
+from model_hinge.autoplan import auto_plan
+from model_hinge.config import HingeConfig
+from model_hinge.errors import HingeError
+from model_hinge.plan import Plan
+from model_hinge.registry import ADAPTERS, NAMES, adapter_for, is_hinge
 
-
-def is_hinge(name: str) -> bool:
-    """Whether --model names a Hinge model."""
-    return name.lower() in ADAPTERS
-
-
-def adapter_for(name: str) -> Adapter:
-    """The adapter of a Hinge model name (case-insensitive)."""
-    return ADAPTERS[name.lower()]()
+__all__ = ['ADAPTERS', 'NAMES', 'Hinge', 'HingeConfig', 'HingeError', 'Plan', 'adapter_for', 'auto_plan', 'count',
+           'is_hinge', 'load']

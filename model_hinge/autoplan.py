@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from model_hinge.errors import HingeError
-from model_hinge.plan import Cut, Family, Insertion, Member, Plan, Policy
+from model_hinge.plan import Cut, Family, Insertion, Member, Plan, Policy, split_path
 
 FIXED = -1  # the id of a channel that can never be cut
 
@@ -515,11 +515,14 @@ def auto_plan(model: nn.Module, example_inputs, decompose_free: bool = False, na
 
 
 def summary(plan: Plan, model: nn.Module) -> dict[str, list[str]]:
-    """Which convolutions an automatic plan prunes, decomposes (both where one A does both) and leaves alone
-    (its family blocks number its insertions)."""
-    pruned = {plan.insertions[f.block].conv for f in plan.families if f.members[0].dim == 0}
-    decomposed = {plan.insertions[f.block].conv for f in plan.families if f.members[0].dim == 1}
-    inserted = {i.conv for i in plan.insertions}
+    """Which convolutions of the (unconverted) model a plan prunes (the rows of its A), decomposes (the columns)
+    and leaves alone; a family whose matrix is an existing convolution names that convolution."""
+    conv_of = {i.matrix_path: i.conv for i in plan.insertions}
+    kinds: dict[str, set[str]] = {'pruned': set(), 'decomposed': set()}
+    for fam in plan.families:
+        matrix = split_path(fam.members[0].tensor)[0]
+        kinds['pruned' if fam.members[0].dim == 0 else 'decomposed'].add(conv_of.get(matrix, matrix))
+    touched = kinds['pruned'] | kinds['decomposed'] | set(conv_of.values())
     convs = [p for p, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    return {'pruned': sorted(pruned), 'decomposed': sorted(decomposed),
-            'left alone': [p for p in convs if p not in inserted]}
+    return {'pruned': sorted(kinds['pruned']), 'decomposed': sorted(kinds['decomposed']),
+            'left alone': [p for p in convs if p not in touched]}

@@ -176,11 +176,11 @@ class HingeModel:
         self.net, self.plan, self.input_dim = net, plan, input_dim
         baseline = ComplexityModel.trace(net, input_dim)
         self.baseline_flops, self.baseline_params = baseline.flops(), baseline.params()
-        originals = convert(net, plan, init_method)
+        self.originals = convert(net, plan, init_method)
         try:
             self.families = bind(plan, net)
         except HingeError:
-            restore(net, plan, originals)
+            self.restore()
             raise
         self.merged = False
         self.folded: list[Insertion] = []
@@ -189,6 +189,10 @@ class HingeModel:
     @property
     def policy(self):
         return self.plan.policy
+
+    def restore(self) -> None:
+        """Give the network back its baseline modules (before any compression)."""
+        restore(self.net, self.plan, self.originals)
 
     def retrace(self) -> None:
         """Re-record the complexity model (after a structural change or a shape-adapting load)."""
@@ -219,7 +223,7 @@ class HingeModel:
 
     def merge(self) -> None:
         """Fold every merging (conv, A) pair into one convolution; the families no longer apply."""
-        self._fold(self.plan.merges)
+        self.fold(self.plan.merges)
 
     def cheaper_folds(self) -> list[Insertion]:
         """The insertions the plan keeps apart whose conv and A would cost fewer FLOPs as the one convolution
@@ -245,10 +249,11 @@ class HingeModel:
         if not self.merged:
             self.merge()
         extra = self.cheaper_folds()
-        self._fold(extra)
+        self.fold(extra)
         return extra
 
-    def _fold(self, insertions: list[Insertion]) -> None:
+    def fold(self, insertions: list[Insertion]) -> None:
+        """Fold these (conv, A) pairs into single convolutions; the families no longer apply."""
         for insertion in insertions:
             merge_insertion(self.net, insertion)
         self.folded += insertions

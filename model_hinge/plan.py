@@ -8,6 +8,7 @@ an automatic planner can emit the same format. A plan holds no module references
 JSON, is saved with every run (plan.json) and rebuilds a compressed network without re-planning.
 """
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -127,6 +128,20 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> 'Plan':
+        """A plan from to_json() text; text that is not a plan is a HingeError."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise HingeError(f'the compression plan is not JSON ({err}).') from None
+        if not isinstance(data, dict):
+            raise HingeError('the compression plan is not a JSON object; pass the text of Plan.to_json().')
+        return cls.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> 'Plan':

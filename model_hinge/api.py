@@ -1,0 +1,188 @@
+"""The Python API: Hinge on a user's own CNN, inside the user's own training loop.
+
+`Hinge` plans (automatically, or from a Plan or a Hinge model name), inserts the sparsity-inducing matrices into
+the model in place, and then works batch by batch through `step` (the penalty, the gradient-ratio lr adjustment,
+the optimizer step and the proximal step of the search); `compress` runs the threshold search to the FLOPs
+target, cuts the network physically and folds the merging pairs. `save` writes what `load` needs to rebuild the
+compressed network from a fresh instance of the base model.
+"""
+
+import warnings
+from dataclasses import asdict
+from os import PathLike
+
+import torch
+import torch.nn as nn
+
+from model_hinge.autoplan import auto_plan, first_example, summary
+from model_hinge.complexity import ComplexityModel
+from model_hinge.config import HingeConfig
+from model_hinge.core import HingeModel
+from model_hinge.errors import HingeError
+from model_hinge.plan import Plan
+from model_hinge.registry import NAMES, adapter_for, is_hinge
+from model_hinge.search import SearchController, initial_layer_weights, search_param_groups
+from model_hinge.surgery import compress, load_state
+
+FORMAT = 'hinge-compressed/1'
+
+
+class Messages:
+    """Collects the threshold search's log lines (the API has no run log)."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def write(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def resolve_plan(model: nn.Module, example: torch.Tensor, plan: Plan | str | None) -> Plan:
+    """The plan to apply: automatic (None), as given (a Plan), or a Hinge model's hand-written one (a name)."""
+    if plan is None:
+        return auto_plan(model, example)
+    if isinstance(plan, Plan):
+        return plan
+    if isinstance(plan, str) and is_hinge(plan):
+        return adapter_for(plan).plan(model)
+    raise HingeError(f'plan {plan!r} is neither None (automatic), a model_hinge.Plan nor a Hinge model name '
+                     f'({NAMES}).')
+
+
+class Hinge:
+    """Group-sparsity compression of `model` (converted in place) to `ratio` of its FLOPs.
+
+    The options are HingeConfig's fields (the command line's search flags, same defaults).
+    """
+
+    def __init__(self, model: nn.Module, example_inputs, plan: Plan | str | None = None, **options):
+        self.config = HingeConfig.create(**options)
+        if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
+            raise HingeError('model must be a torch.nn.Module with parameters (the network to compress).')
+        example = first_example(model, example_inputs)
+        self.model = model
+        self.plan = resolve_plan(model, example, plan)
+        self.layers = summary(self.plan, model)
+        self.hm = HingeModel(model, self.plan, tuple(example.shape[1:]), self.config.init_method)
+        self.controller = SearchController(self.hm, self.config, None)
+        self._refuse_unreachable_ratio()
+        if self.config.layer_balancing:
+            self.controller = SearchController(self.hm, self.config, initial_layer_weights(self.hm.families))
+        self.batch = 0
+        self.threshold: float | None = None
+        self.kept: dict | None = None
+        self.sizes: list[int] = []
+        self.messages = Messages()
+
+    def _refuse_unreachable_ratio(self) -> None:
+        reachable = self.controller.minimum_ratio()
+        if self.config.ratio < reachable:
+            self.hm.restore()
+            raise HingeError(f'ratio {self.config.ratio} cannot be reached with this plan: keeping remain_percentage '
+                             f'{self.config.remain_percentage} of every layer leaves {reachable:.4f} of the FLOPs; '
+                             f'use a ratio of at least {reachable:.4f} or a smaller remain_percentage.')
+
+    @property
+    def compressed(self) -> bool:
+        return self.kept is not None
+
+    def param_groups(self, lr: float, lr_ratio: float = 0.1) -> list[dict]:
+        """Optimizer groups: the model's other parameters at lr * lr_ratio, then the matrices A at lr (one group per
+        penalty role where the plan adjusts their lrs by the gradient ratio)."""
+        return search_param_groups(self.hm, lr, lr_ratio, self.config.legacy_search)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """After loss.backward(): the penalty (its gradient too, with optimizer='SGD'), the lr adjustment,
+        optimizer.step() and the proximal step. The groups' lrs are the caller's again afterwards."""
+        if self.compressed:
+            raise HingeError('compress() has been called: train the compressed network with optimizer.step() '
+                             '(a new optimizer over its parameters).')
+        extra = self.controller.penalty_for_step()
+        if extra is not None:
+            extra.backward()
+        base = [group['lr'] for group in optimizer.param_groups]
+        self.controller.adjust_lrs(optimizer, base)
+        self.controller.optimizer_step(optimizer)
+        self.controller.after_optimizer_step(self.batch, optimizer)
+        for group, lr in zip(optimizer.param_groups, base, strict=True):
+            group['lr'] = lr
+        self.batch += 1
+
+    def ratio(self) -> float:
+        """The FLOPs ratio the network would have if compressed now (at the starting threshold, as the search
+        stage measures it each epoch)."""
+        if self.compressed:
+            return self.hm.cost()[0] / self.hm.baseline_flops
+        norms = self.controller.family_norms()
+        return self.controller.cost(norms, self.config.threshold)[0] / self.hm.baseline_flops
+
+    def compress(self) -> nn.Module:
+        """Threshold search to `ratio` (or the closest attainable ratio, with a warning), physical compression,
+        and the plan's merging pairs folded; returns the (same, now smaller) model."""
+        if self.compressed:
+            return self.model
+        norms = self.controller.family_norms()
+        search = (self.controller.search_threshold_legacy if self.config.legacy_search
+                  else self.controller.search_threshold)
+        self.threshold = search(norms, self.config.ratio, self.messages)
+        kept = self.controller.kept(norms, self.threshold)
+        self.sizes = [fam.size for fam in self.hm.families]
+        compress(self.hm.families, kept, self.model, self.config.legacy_search)
+        self.kept = {index: kept[fam].tolist() for index, fam in enumerate(self.hm.families)}
+        self.hm.retrace()
+        if self.plan.merges:
+            self.hm.merge()
+        unattainable = [line for line in self.messages.lines if 'not attainable' in line]
+        if unattainable:
+            warnings.warn(unattainable[-1], stacklevel=2)
+        return self.model
+
+    def report(self) -> dict:
+        """FLOPs and parameters of the baseline and now, and which convolutions the plan prunes, decomposes and
+        leaves alone, with (matrix, direction, groups kept, groups) per family once compressed."""
+        flops, params = self.hm.cost()
+        result = {'flops': self.hm.baseline_flops, 'params': self.hm.baseline_params, 'flops_now': flops,
+                  'params_now': params, 'flops_ratio': flops / self.hm.baseline_flops,
+                  'params_ratio': params / self.hm.baseline_params, 'threshold': self.threshold,
+                  'notes': list(self.plan.notes)}
+        result.update(self.layers)
+        if self.kept is not None:
+            result['kept'] = [(f.members[0].tensor, 'rows' if f.members[0].dim == 0 else 'columns', len(self.kept[i]),
+                               size) for i, (f, size) in enumerate(zip(self.plan.families, self.sizes, strict=True))]
+        return result
+
+    def save(self, path: str | PathLike) -> None:
+        """The compressed network's state, its plan and how it was folded (torch.load(weights_only=True) reads it)."""
+        if not self.compressed:
+            raise HingeError('save() writes the compressed network: call compress() first.')
+        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        torch.save({'format': FORMAT, 'plan': self.plan.to_dict(), 'state_dict': state,
+                    'input_shape': list(self.hm.input_dim), 'merged': self.hm.merged,
+                    'folded': [i.conv for i in self.hm.folded], 'kept': self.kept, 'threshold': self.threshold,
+                    'config': asdict(self.config)}, path)
+
+
+def load(model: nn.Module, path: str | PathLike) -> nn.Module:
+    """Rebuild a network saved by Hinge.save from a fresh instance of its base model (changed in place and
+    returned): the plan's structure, its folds, then the saved tensors."""
+    try:
+        saved = torch.load(path, map_location='cpu', weights_only=True)
+    except (OSError, RuntimeError, ValueError) as err:
+        raise HingeError(f'{path} is not a file Hinge.save wrote ({str(err).splitlines()[0]}).') from None
+    if not isinstance(saved, dict) or saved.get('format') != FORMAT:
+        raise HingeError(f'{path} is not a file Hinge.save wrote (no {FORMAT!r} format tag).')
+    plan = Plan.from_dict(saved['plan'])
+    hm = HingeModel(model, plan, tuple(saved['input_shape']), None)
+    folded = set(saved['folded'])
+    if folded:
+        hm.fold([i for i in plan.insertions if i.conv in folded])
+    device = next(model.parameters()).device
+    load_state(model, {k: v.to(device) for k, v in saved['state_dict'].items()}, str(path), adapt=True)
+    return model
+
+
+def count(model: nn.Module, example_inputs) -> tuple[int, int]:
+    """(FLOPs per image, trainable parameters) of a network, with this project's counter."""
+    example = first_example(model, example_inputs)
+    complexity = ComplexityModel.trace(model, tuple(example.shape[1:]))
+    return complexity.flops(), complexity.params()
