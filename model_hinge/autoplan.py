@@ -48,7 +48,6 @@ RESHAPES = {torch.reshape, 'view', 'reshape'}
 SLICES = {torch.split: 'split', torch.chunk: 'chunk', torch.narrow: 'narrow', 'split': 'split', 'chunk': 'chunk',
           'narrow': 'narrow', 'unbind': 'unbind', torch.unbind: 'unbind'}
 REDUCTIONS = {torch.mean, torch.sum, torch.amax, torch.amin, 'mean', 'sum', 'amax', 'amin'}
-IGNORED_METHODS = {'size', 'dim', 'numel'}
 
 
 class ChannelSets:
@@ -107,9 +106,15 @@ def fixed_like(value):
     """Ids of a value whose channels nobody may cut (tensors, and tuples or lists of them)."""
     if isinstance(value, torch.Tensor):
         return torch.full(value.shape, FIXED, dtype=torch.long)
-    if isinstance(value, (tuple, list)):
+    if isinstance(value, (tuple, list)) and not isinstance(value, torch.Size):
         return type(value)(fixed_like(v) for v in value)
     return None
+
+
+def holds_tensors(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    return isinstance(value, (tuple, list)) and any(holds_tensors(v) for v in value)
 
 
 def varies_along(ids: torch.Tensor, dim: int) -> bool:
@@ -279,7 +284,7 @@ class ChannelTracer(fx.Interpreter):
     def function_ids(self, n: fx.Node, result):
         target = n.target
         named = getattr(target, '__name__', '') if n.op == 'call_function' else ''
-        if target in IGNORED_METHODS:
+        if not holds_tensors(result):
             return None
         if target in ELEMENTWISE_FUNCTIONS or target in ELEMENTWISE_METHODS or named in ELEMENTWISE_NAMES:
             return self.elementwise(n, result)
