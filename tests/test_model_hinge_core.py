@@ -74,16 +74,33 @@ def test_factorized_pair_moves_the_bias_into_a():
     assert torch.allclose(pair(x), conv(x), atol=1e-5)
 
 
-def test_matrices_per_role_and_baseline_complexity():
-    _, hm = _pair('--model Hinge_ResNet_Basic_SVD --depth 20 --downsample_type A', 'svd2')
+def _ids(tensors) -> list[int]:
+    return [id(t) for t in tensors]
+
+
+def _one_by_one(net: torch.nn.Module) -> list[torch.Tensor]:
+    """The weights of the network's 1x1 convolutions, in forward order."""
+    return [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)]
+
+
+def test_matrices_per_role_are_the_networks_own_a_tensors_and_baseline_complexity():
+    hm, _ = hinge_model('--model Hinge_ResNet_Basic_SVD --depth 20 --downsample_type A', init='p-identity')
     first, second = hm.matrices()
-    assert len(first) == len(second) == 9
-    assert all(t.shape[2:] == (1, 1) for t in first + second)
-    assert (hm.baseline_flops, hm.baseline_params) == (41_116_288, 269_738)
-    _, vgg = _pair(SMALL['Hinge_VGG'], 'svd2')
-    assert len(vgg.matrices()) == 1 and len(vgg.matrices()[0]) == len(vgg.plan.insertions)
-    _, resnext = _pair(SMALL['Hinge_RESNEXT'], 'svd2')
-    assert len(resnext.matrices()[0]) == 2 * len(resnext.families)            # conv1 and conv3 of every block
+    # ResNet-20 (downsample A) has no 1x1 conv of its own: the As after conv1 and conv2 of its 3 x 3 basic
+    # blocks (widths 16, 32, 64) alternate in forward order, and A1 and A2 are separate roles.
+    ones = _one_by_one(hm.net)
+    assert _ids(first) == _ids(ones[0::2]) and _ids(second) == _ids(ones[1::2])
+    assert [t.shape[0] for t in first] == [16] * 3 + [32] * 3 + [64] * 3
+    assert (hm.baseline_flops, hm.baseline_params) == (41_116_288, 269_738)   # the original's count (spec)
+    vgg, _ = hinge_model(SMALL['Hinge_VGG'], init='p-identity')
+    (matrices,) = vgg.matrices()            # one role: columns and rows of the same A, each A listed once
+    convs = [m for m in vgg.net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert _ids(matrices) == _ids(_one_by_one(vgg.net)) and len(matrices) == len(convs) - 1 == 12
+    resnext, _ = hinge_model(SMALL['Hinge_RESNEXT'], init='p-identity')
+    (matrices,) = resnext.matrices()
+    # depth 11: one block per stage; its conv1 and conv3 act as A, the stem and shortcut 1x1 convs do not
+    blocks = [f'layer{stage}.0.conv{i}' for stage in (1, 2, 3) for i in (1, 3)]
+    assert _ids(matrices) == _ids(resnext.net.get_submodule(path).weight for path in blocks)
 
 
 @pytest.mark.parametrize('name', ['Hinge_ResNet_Basic', 'Hinge_DenseNet', 'Hinge_WIDE_RESNET'])
@@ -110,9 +127,15 @@ def test_merged_densenet_has_the_baseline_layout():
 
 
 def test_deep_copies_keep_their_own_complexity_model():
-    _, hm = _pair(SMALL['Hinge_WIDE_RESNET'], 'svd2')
+    """Compressing one deep copy (no retrace: counts follow the tensor shapes) changes its count to that of an
+    independent counter and leaves the other's alone."""
+    hm, _ = hinge_model(SMALL['Hinge_WIDE_RESNET'], init='p-identity')
     twin = copy.deepcopy(hm)
-    assert twin.cost() == hm.cost()
+    before, original = hm.cost(), reference_flops(hm.net, (3, 32, 32))
+    compress(twin.families, zero_groups(twin), twin.net)
+    compressed = reference_flops(twin.net, (3, 32, 32))
+    assert twin.cost(merged=False)[0] == compressed < original == hm.cost(merged=False)[0]
+    assert hm.cost() == before and twin.cost()[0] < before[0]
 
 
 def _cheaper_folded(conv: torch.nn.Conv2d, matrix: torch.nn.Conv2d) -> bool:

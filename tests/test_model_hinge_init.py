@@ -51,10 +51,35 @@ def test_disturbed_identity_is_normalised_along_the_groups(method, dim):
     assert (a - torch.eye(6)).abs().max() < 0.2
 
 
-def test_random_methods_have_the_right_shapes():
-    w = torch.randn(5, 3, 3, 3)
+def _normal(t: torch.Tensor, std: float) -> None:
+    """Drawn from N(0, std^2): mean about 0, that standard deviation, and a normal's 68.3% of the values within
+    one std (a uniform draw has 57.7%, a constant 0% or 100%)."""
+    assert abs(float(t.mean())) < 4 * std / t.numel() ** 0.5
+    assert float(t.std()) == pytest.approx(std, rel=0.05)
+    assert float((t.abs() < std).float().mean()) == pytest.approx(0.683, abs=0.03)
+
+
+def test_p_random_keeps_w_and_draws_a_from_xavier_normal():
+    w = torch.randn(64, 8, 3, 3)
+    torch.manual_seed(3)
     kept, a = factorize(w, 'p-random')
-    assert torch.equal(kept, w) and a.shape == (5, 5, 1, 1)
-    drawn, a = factorize(w, 't-random')
-    assert drawn.shape == w.shape and not torch.equal(drawn, w) and a.shape == (5, 5, 1, 1)
+    assert torch.equal(kept, w) and a.shape == (64, 64, 1, 1)
+    _normal(a, (2 / (64 + 64)) ** 0.5)                 # Glorot: sqrt(2 / (fan_in + fan_out))
+    torch.manual_seed(4)
+    assert not torch.equal(factorize(w, 'p-random')[1], a)
     assert set(METHODS) == {'svd', 'svd2', 'p-identity', 'p-random', 't-random', 'p-disturbance-u', 'p-disturbance-n'}
+
+
+def test_t_random_draws_both_independently_of_w_at_the_scale_of_torchs_default_init():
+    """torch's default conv init (Kaiming uniform, a = sqrt(5)) has std 1 / sqrt(3 fan_in)."""
+    w = torch.randn(64, 8, 3, 3)
+    torch.manual_seed(3)
+    drawn, a = factorize(w, 't-random')
+    assert drawn.shape == w.shape and a.shape == (64, 64, 1, 1)
+    _normal(drawn, (3 * 8 * 3 * 3) ** -0.5)
+    _normal(a, (3 * 64) ** -0.5)
+    torch.manual_seed(3)
+    other_w, other_a = factorize(10 * w, 't-random')
+    assert torch.equal(other_w, drawn) and torch.equal(other_a, a)
+    torch.manual_seed(4)
+    assert not torch.equal(factorize(w, 't-random')[0], drawn)

@@ -75,8 +75,8 @@ def test_insertion_paths_lead_to_the_conv_and_its_matrix(name, style):
     for insertion in plan.insertions:
         original = baseline.get_submodule(insertion.conv)
         conv, matrix = net.get_submodule(insertion.conv_path), net.get_submodule(insertion.matrix_path)
-        assert type(conv) is torch.nn.Conv2d and (conv.in_channels, conv.kernel_size) == (original.in_channels,
-                                                                            original.kernel_size)
+        assert type(conv) is torch.nn.Conv2d and conv.in_channels == original.in_channels
+        assert conv.kernel_size == original.kernel_size
         assert type(matrix) is torch.nn.Conv2d and matrix.kernel_size == (1, 1)
         x = torch.randn(2, original.in_channels, 8, 8)
         with torch.no_grad():

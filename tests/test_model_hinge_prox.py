@@ -59,18 +59,18 @@ def test_l0_hard_thresholds_at_sqrt_two_lambda():
     assert prox.l0(n, LAM.expand(4)).tolist() == [0.0, 0.0, 0.0, 1.0]
 
 
-@pytest.mark.parametrize('dim', [0, 1])
-def test_groups_are_rows_or_columns(dim):
-    a = torch.nn.Parameter(torch.tensor([[3.0, 0.0, 1.0], [4.0, 0.0, 0.5]]).view(2, 3, 1, 1))
+@pytest.mark.parametrize('dim,norms,expected', [
+    (0, [3.0, 6.0], [[0.0, 0.0, 0.5], [7 / 6, 14 / 6, 14 / 6]]),      # rows scaled by 1 - 2.5/3, 1 - 2.5/6
+    (1, [2.0, 4.0, 5.0], [[0.0, 0.0, 1.5], [0.0, 1.5, 2.0]]),         # columns by 0, 1 - 2.5/4, 1 - 2.5/5
+])
+def test_groups_are_rows_or_columns(dim, norms, expected):
+    """By hand: A = [[0, 0, 3], [2, 4, 4]] has row norms 3, 6 and column norms 2, 4, 5; l1 at lambda 2.5."""
+    a = torch.nn.Parameter(torch.tensor([[0.0, 0.0, 3.0], [2.0, 4.0, 4.0]]).view(2, 3, 1, 1))
     bank = GroupBank([GroupFamily(0, 1, 0, [Member(a, dim)])])
-    before = a.detach().clone().squeeze()
-    norms = before.norm(dim=1 - dim)
-    assert torch.allclose(bank.norms(), norms)
-    lam = torch.full_like(norms, 1.0)
+    assert torch.allclose(bank.norms(), torch.tensor(norms))
+    lam = torch.full((len(norms),), 2.5)
     bank.scale_(prox.scale('l1', bank.norms(), lam, bank.group_family, 1))
-    expected_scale = (1 - 1.0 / (norms + prox.EPS)).clamp_min(0)
-    view = (-1, 1) if dim == 0 else (1, -1)
-    assert torch.allclose(a.detach().squeeze(), before * expected_scale.view(view))
+    assert torch.allclose(a.detach().squeeze(), torch.tensor(expected))
 
 
 def test_unknown_regularizer():
