@@ -44,7 +44,11 @@ def resolve_plan(model: nn.Module, example: torch.Tensor, plan: Plan | str | Non
     if isinstance(plan, Plan):
         return plan
     if isinstance(plan, str) and is_hinge(plan):
-        return adapter_for(plan).plan(model)
+        try:
+            return adapter_for(plan).plan(model)
+        except (AttributeError, IndexError, KeyError, TypeError) as err:
+            raise HingeError(f'the hand-written plan {plan} does not fit this model ({err}); pass plan=None for the '
+                             'automatic plan.') from None
     raise HingeError(f'plan {plan!r} is neither None (automatic), a model_hinge.Plan nor a Hinge model name '
                      f'({NAMES}).')
 

@@ -25,6 +25,8 @@ import torch.nn as nn
 RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU)
 ACTIVATIONS = RELU_LIKE + (nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Mish)
 ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+# Not charged, but their output has their input's channels: a counted module after them finds its source.
+PASS_THROUGH = (nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Dropout2d, nn.Identity, nn.Upsample)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 NORMS = BATCH_NORMS + (nn.GroupNorm, nn.LayerNorm)
 CHANNEL_MODULES = (nn.Conv2d, nn.Linear) + NORMS  # their own tensors carry their output channel count
@@ -98,9 +100,14 @@ class ComplexityModel:
         def hook(module, inputs, output):
             counted.append(_record(module, inputs, output, producers))
 
+        def pass_through(module, inputs, output):
+            if isinstance(output, torch.Tensor) and id(inputs[0]) in producers:
+                producers[id(output)] = (producers[id(inputs[0])][0], output)
+
         modes = {m: m.training for m in net.modules()}
         handles = [m.register_forward_hook(hook) for m in net.modules()
                    if isinstance(m, CHANNEL_MODULES + ACTIVATIONS + ADAPTIVE_POOLS)]
+        handles += [m.register_forward_hook(pass_through) for m in net.modules() if isinstance(m, PASS_THROUGH)]
         try:
             net.eval()
             param = next(net.parameters())
