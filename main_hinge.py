@@ -84,8 +84,13 @@ def validate(args: Namespace) -> None:
         raise UsageError('--distillation and --load_original_param need --teacher BASELINE.pt (the uncompressed '
                          'network of the same family).')
     gpus = torch.cuda.device_count() if torch.cuda.is_available() and not args.cpu else 0
-    if args.n_GPUs > 1 and gpus and args.n_GPUs > gpus:
-        raise UsageError(f'--n_GPUs {args.n_GPUs}: this machine has {gpus} GPU(s); use at most {gpus}.')
+    if gpus:
+        limit, room = gpus, f'this machine has {gpus} GPU(s)'
+    else:
+        limit = os.cpu_count() or 1
+        room = f'without a GPU that many processes share this machine\'s {limit} CPU core(s)'
+    if args.n_GPUs > limit:
+        raise UsageError(f'--n_GPUs {args.n_GPUs}: {room}; use at most {limit}.')
     if args.export:
         if not args.test_only:
             raise UsageError('--export writes the evaluated network: add --test_only and the checkpoint '

@@ -95,6 +95,8 @@ BAD_INPUTS = [
     (f'{R8} --save a;b', "--save 'a;b' is not a run name"),
     (f'{R8} --save .', "--save '.' is not a run name"),
     (f'{R8} --save x/../y', "--save 'x/../y' is not a run name"),
+    (f'{R8} --save existing/log.txt', "--save 'existing/log.txt' is a file inside --dir_save"),
+    (f'{R8} --save existing/log.txt/run', "--save 'existing/log.txt/run' leads through a file (existing/log.txt)"),
     (f'{R8} --resume 3', '--resume 3 needs --load RUN'),
     (f'{R8} --load missing', '--load: '),
     (f'{R8} --load existing --reset', '--reset cannot be combined with --load'),
@@ -493,6 +495,7 @@ def test_the_same_seed_gives_bit_identical_runs(small_demo, tmp_path):
 def test_n_gpus_above_one_relaunches_the_same_command_through_torchrun(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(main_hinge.os, 'execv', lambda path, argv: calls.append(argv) or sys.exit(0))
+    monkeypatch.setattr(main_hinge.os, 'cpu_count', lambda: 2)
     monkeypatch.delenv('WORLD_SIZE', raising=False)
     argv = f'{R8} --cpu --n_GPUs 2 --save multi --dir_save {tmp_path}'.split()
     with pytest.raises(SystemExit):
@@ -501,6 +504,34 @@ def test_n_gpus_above_one_relaunches_the_same_command_through_torchrun(tmp_path,
     assert command[1:5] == ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
     assert command[5].endswith('main_hinge.py') and command[6:] == argv
     assert not (tmp_path / 'multi').exists()
+
+
+class Relaunched(Exception):
+    """Raised by the stand-in for os.execv: the command would have become torchrun."""
+
+
+@pytest.mark.parametrize('cuda,flags,limit,unit', [(False, '', 4, 'CPU core'), (True, ' --cpu', 4, 'CPU core'),
+                                                   (True, '', 2, 'GPU')], ids=['no GPU', '--cpu', 'GPUs'])
+def test_n_gpus_beyond_what_the_machine_holds_is_refused_before_anything_starts(tmp_path, capsys, monkeypatch,
+                                                                                 cuda, flags, limit, unit):
+    """A machine with 4 CPU cores and 2 GPUs: without GPUs (or with --cpu) at most 4 processes, else at most 2."""
+    def execv(path, argv):
+        raise Relaunched(argv)
+
+    monkeypatch.setattr(main_hinge.os, 'execv', execv)
+    monkeypatch.setattr(main_hinge.os, 'cpu_count', lambda: 4)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2 if cuda else 0)
+    monkeypatch.delenv('WORLD_SIZE', raising=False)
+    argv = f'{R8}{flags} --save multi --dir_save {tmp_path / "runs"}'
+    for processes in (limit + 1, 1_000_000_000):
+        assert main_hinge.main(f'{argv} --n_GPUs {processes}'.split()) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f'--n_GPUs {processes}' in err and f'{limit} {unit}' in err, err
+        assert f'use at most {limit}' in err
+    assert not (tmp_path / 'runs').exists()
+    with pytest.raises(Relaunched, match=f'--nproc_per_node={limit}'):
+        main_hinge.main(f'{argv} --n_GPUs {limit}'.split())
 
 
 def test_test_only_exports_the_evaluated_network(small_demo, tmp_path, monkeypatch):

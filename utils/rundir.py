@@ -32,6 +32,17 @@ def _check_dir_save(dir_save: Path) -> None:
         raise UsageError(f'--dir_save {dir_save}: {existing} is not writable; pass a directory you can write to.')
 
 
+def _check_not_a_file(dir_save: Path, name: str) -> None:
+    """--save must name a directory to create or reuse: neither a file inside --dir_save nor a path through one."""
+    path = dir_save
+    for part in name.split('/'):
+        path = path / part
+        if path.exists() and not path.is_dir():
+            where = 'is a file' if path == dir_save / name else f'leads through a file ({path.relative_to(dir_save)})'
+            raise UsageError(f'--save {name!r} {where} inside --dir_save {dir_save}; a run needs a directory there: '
+                             f'pass another run name (for example --save resnet20_run1).')
+
+
 def _contained(run_dir: Path, dir_save: Path, flag: str, name: str) -> Path:
     """The run directory, refused when it resolves (through links) outside --dir_save."""
     root = dir_save.resolve()
@@ -55,7 +66,9 @@ def resolve_run_dir(args: Namespace) -> Path:
                              'an earlier run inside --dir_save, or drop --load.')
         return candidate
     _check_name('--save', args.save)
-    return _contained(dir_save / args.save, dir_save, '--save', args.save)
+    run_dir = _contained(dir_save / args.save, dir_save, '--save', args.save)
+    _check_not_a_file(dir_save, args.save)
+    return run_dir
 
 
 def remove_run_dir(run_dir: Path, dir_save: str) -> None:
