@@ -385,7 +385,19 @@ def resume_stage(s: Session, stage: str, optimizer: torch.optim.Optimizer) -> in
     optimizer_file = s.run_dir / FILES[stage][3]
     if epoch > 0 and optimizer_file.is_file():
         optimizer.load_state_dict(load_torch(optimizer_file, '--load'))
+        match_parameter_layouts(optimizer)
     return epoch
+
+
+def match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give loaded optimizer state (saved contiguous) the memory layout of its parameter, which trains
+    channels-last: the fused update then computes what an uninterrupted run did."""
+    for group in optimizer.param_groups:
+        for p in group['params']:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape:
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def make_optimizer(args: Namespace, groups: list[dict], lr: float, tensor_lrs: bool = False) -> torch.optim.Optimizer:

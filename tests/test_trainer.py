@@ -8,9 +8,10 @@ from conftest import CIFAR_SUBSET, make_args
 from data import build_data
 from loss import Loss
 from model import build_baseline
-from trainer import BatchHooks, History, Trainer, describe_lrs, forward, set_learning_rates
+from trainer import BatchHooks, History, Trainer, describe_lrs, forward, match_parameter_layouts, set_learning_rates
 from utils.board import Board
 from utils.errors import NonFiniteError
+from utils.io import load_torch, save_torch
 from utils.rundir import ConsoleLog
 
 
@@ -132,3 +133,18 @@ def test_learning_rates_follow_the_schedule_and_multipliers():
     set_learning_rates(opt, 0.1, [0.5, 2.0])
     assert [g['lr'] for g in opt.param_groups] == pytest.approx([5e-5, 0.02])
     assert describe_lrs(opt) == 'Learning rate: Group 0 - 5e-05 / Group 1 - 0.02'
+
+
+def test_loaded_optimizer_state_takes_the_layout_of_its_parameter(tmp_path):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(conv.parameters(), lr=0.1, momentum=0.9)
+    conv(torch.randn(2, 3, 5, 5)).sum().backward()
+    optimizer.step()
+    save_torch(optimizer.state_dict(), tmp_path / 'optimizer.pt')
+    resumed = torch.optim.SGD(conv.parameters(), lr=0.1, momentum=0.9)
+    resumed.load_state_dict(load_torch(tmp_path / 'optimizer.pt', 'test'))
+    match_parameter_layouts(resumed)
+    buffer, original = (o.state[conv.weight]['momentum_buffer'] for o in (resumed, optimizer))
+    assert buffer.stride() == conv.weight.stride() != torch.empty(conv.weight.shape).stride()
+    assert torch.equal(buffer, original)
