@@ -120,9 +120,13 @@ class Hinge:
         norms = self.controller.family_norms()
         return self.controller.cost(norms, self.config.threshold)[0] / self.hm.baseline_flops
 
-    def compress(self) -> nn.Module:
+    def compress(self, fold: str = 'plan') -> nn.Module:
         """Threshold search to `ratio` (or the closest attainable ratio, with a warning), physical compression,
-        and the plan's merging pairs folded; returns the (same, now smaller) model."""
+        and the plan's merging pairs folded; returns the (same, now smaller) model. `fold='cheaper'` also folds
+        every decomposed (conv, A) pair whose single convolution costs fewer FLOPs (see fold_cheaper)."""
+        if fold not in ('plan', 'cheaper'):
+            raise HingeError(f"fold {fold!r} must be 'plan' (the plan's merging pairs) or 'cheaper' (also every pair "
+                             'that costs less folded).')
         if self.compressed:
             return self.model
         norms = self.controller.family_norms()
@@ -136,10 +140,19 @@ class Hinge:
         self.hm.retrace()
         if self.plan.merges:
             self.hm.merge()
+        if fold == 'cheaper':
+            self.fold_cheaper()
         unattainable = [line for line in self.messages.lines if 'not attainable' in line]
         if unattainable:
             warnings.warn(unattainable[-1], stacklevel=2)
         return self.model
+
+    def fold_cheaper(self) -> list[str]:
+        """After compress(): fold every (conv, A) pair that the plan keeps apart but that costs fewer FLOPs as one
+        convolution (a decomposition that kept nearly all its basis filters); returns their conv paths."""
+        if not self.compressed:
+            raise HingeError('fold_cheaper() folds compressed pairs: call compress() first.')
+        return [i.conv for i in self.hm.merge_where_cheaper()]
 
     def report(self) -> dict:
         """FLOPs and parameters of the baseline and now, and which convolutions the plan prunes, decomposes and

@@ -21,6 +21,7 @@ from math import prod
 
 import torch
 import torch.nn as nn
+from torch.overrides import TorchFunctionMode
 
 RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU)
 ACTIVATIONS = RELU_LIKE + (nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Mish)
@@ -44,7 +45,7 @@ class CountedModule:
 
     module: nn.Module
     spatial: int                     # H*W for (N, C, H, W); the leading non-batch dims for a linear's (N, ..., C)
-    source: nn.Module | None = None  # the module whose tensors give the channel count (itself for CHANNEL_MODULES)
+    source: 'nn.Module | Joined | None' = None  # whose tensors give the channel count (itself for CHANNEL_MODULES)
     channels: int = 0                # traced channel count, used when no tensor of the source carries it
 
 
@@ -55,8 +56,42 @@ def _channel_tensor(m: nn.Module) -> torch.Tensor | None:
     return m.weight
 
 
-def _channels(source: nn.Module | None, traced: int, shape_of: ShapeOf) -> int:
+@dataclass(frozen=True)
+class Joined:
+    """The source of a concatenation along the channel axis: its parts' (source, traced channel count)."""
+
+    parts: tuple
+
+
+class FollowChannels(TorchFunctionMode):
+    """While tracing, gives the outputs of functional operations a source too: a concatenation along the channel
+    axis joins its inputs' sources, an operation that keeps the batch and channel axes keeps its input's."""
+
+    def __init__(self, producers: dict):
+        super().__init__()
+        self.producers = producers
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if not isinstance(out, torch.Tensor) or out.dim() < 2 or id(out) in self.producers:
+            return out
+        first = args[0] if args else None
+        if func in (torch.cat, torch.concat) and isinstance(first, (list, tuple)):
+            dim = args[1] if len(args) > 1 else kwargs.get('dim', 0)
+            if dim % out.dim() == 1:
+                parts = tuple((self.producers.get(id(t), (None,))[0], t.shape[1]) for t in first)
+                self.producers[id(out)] = (Joined(parts), out)
+        elif isinstance(first, torch.Tensor) and id(first) in self.producers and first.dim() == out.dim() and \
+                first.shape[:2] == out.shape[:2]:
+            self.producers[id(out)] = (self.producers[id(first)][0], out)
+        return out
+
+
+def _channels(source: 'nn.Module | Joined | None', traced: int, shape_of: ShapeOf) -> int:
     """A channel count from the source's channel tensor, so that cuts show in it; else the traced count."""
+    if isinstance(source, Joined):
+        return sum(_channels(part, count, shape_of) for part, count in source.parts)
     tensor = _channel_tensor(source) if source is not None else None
     return traced if tensor is None else shape_of(tensor)[0]
 
@@ -111,7 +146,7 @@ class ComplexityModel:
         try:
             net.eval()
             param = next(net.parameters())
-            with torch.no_grad():
+            with torch.no_grad(), FollowChannels(producers):
                 net(torch.zeros(1, *input_dim, device=param.device, dtype=param.dtype))
         finally:
             for h in handles:

@@ -1,0 +1,147 @@
+"""Benchmark of the automatic plan on torchvision models: planning time, what the plan does, the FLOPs and
+parameters reached at a target, and the measured speed of the compressed network against the baseline.
+
+For each model (num_classes=10, random weights: speed does not depend on the values): the automatic plan is
+made and timed, the model is converted through the public API (model_hinge.Hinge), each sparsity-inducing
+matrix is scaled by a random factor so that layers keep different fractions of their groups (as searched
+networks do), and Hinge.compress() runs the threshold search to `--ratio`. Throughput (images/s) of the
+baseline and of the compressed network, with the plan's folds and with every cheaper pair folded too
+(Hinge.fold_cheaper), eager and exported (torch.export), at each batch size; medians of `--repeat` runs.
+The section `torchvision` of `--out` is rewritten.
+
+    python scripts/benchmark_auto.py [--models resnet18 ...] [--size 128] [--ratio 0.5] [--batches 1 8 32]
+                                     [--repeat 5] [--threads 2] [--out docs/any_cnn.md]
+"""
+
+import argparse
+import copy
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torchvision
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'scripts'))
+
+from benchmark import machine_line, replace_section, timed  # noqa: E402
+
+import model_hinge  # noqa: E402
+
+MODELS = ['resnet18', 'resnet50', 'resnext50_32x4d', 'wide_resnet50_2', 'vgg11_bn', 'densenet121', 'mobilenet_v2',
+          'mobilenet_v3_small', 'efficientnet_b0', 'regnet_y_400mf', 'shufflenet_v2_x0_5', 'squeezenet1_1',
+          'googlenet', 'mnasnet0_5', 'convnext_tiny']
+
+
+def build(name: str) -> nn.Module:
+    extra = {'aux_logits': False, 'init_weights': False} if name == 'googlenet' else {}
+    torch.manual_seed(0)
+    return torchvision.models.get_model(name, num_classes=10, **extra).eval()
+
+
+def scatter_norms(hinge: model_hinge.Hinge, seed: int = 1) -> None:
+    """Scale each matrix by a random factor in [e^-1.5, e^1.5]: layers then keep different fractions."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for group in hinge.hm.matrices():
+            for a in group:
+                a.mul_(float(torch.empty(1).uniform_(-1.5, 1.5, generator=generator).exp()))
+
+
+def compressed(name: str, size: int, ratio: float) -> dict:
+    """Baseline, plan time, and the compressed network with the plan's folds and with the cheaper pairs folded."""
+    baseline = build(name)
+    x = torch.zeros(1, 3, size, size)
+    start = time.perf_counter()
+    plan = model_hinge.auto_plan(baseline, x)
+    plan_seconds = time.perf_counter() - start
+    net = copy.deepcopy(baseline)
+    hinge = model_hinge.Hinge(net, x, plan=plan, ratio=ratio)
+    scatter_norms(hinge)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        hinge.compress()
+    report = hinge.report()
+    cheaper_hinge = copy.deepcopy(hinge)
+    folded = cheaper_hinge.fold_cheaper()
+    return {'baseline': baseline, 'plan': net.eval(), 'cheaper': cheaper_hinge.model.eval(), 'folded': len(folded),
+            'plan_seconds': plan_seconds, 'report': report}
+
+
+def runners(net: nn.Module, size: int) -> dict:
+    example = torch.randn(2, 3, size, size)
+    batch = torch.export.Dim('batch', min=1)
+    program = torch.export.export(copy.deepcopy(net), (example,), dynamic_shapes=({0: batch},))
+    return {'eager': net, 'exported': program.module()}
+
+
+def throughput(run, size: int, batch: int, repeat: int) -> float:
+    x = torch.randn(batch, 3, size, size)
+    with torch.inference_mode():
+        seconds = timed(lambda: run(x), torch.device('cpu'), repeat=repeat, warmup=2)
+    return batch / seconds
+
+
+def measure(name: str, opts: argparse.Namespace) -> dict:
+    c = compressed(name, opts.size, opts.ratio)
+    rates = {}
+    for variant in ('baseline', 'plan', 'cheaper'):
+        if variant == 'cheaper' and not c['folded']:
+            continue
+        for runtime, run in runners(c[variant], opts.size).items():
+            for batch in opts.batches:
+                rates[(variant, runtime, batch)] = throughput(run, opts.size, batch, opts.repeat)
+    return {**c, 'rates': rates}
+
+
+def row(name: str, m: dict, opts: argparse.Namespace) -> str:
+    r = m['report']
+    speed = []
+    for runtime in ('eager', 'exported'):
+        for batch in opts.batches:
+            base = m['rates'][('baseline', runtime, batch)]
+            plan = m['rates'][('plan', runtime, batch)] / base
+            cheaper = m['rates'].get(('cheaper', runtime, batch))
+            speed.append(f'{plan:.2f}x' + (f' ({cheaper / base:.2f}x)' if cheaper else ''))
+    layers = f'{len(r["pruned"])} / {len(r["decomposed"])} / {len(r["left alone"])}'
+    return (f'| {name} | {m["plan_seconds"]:.2f} | {layers} | {r["flops_ratio"]:.3f} | {r["params_ratio"]:.3f} | '
+            f'{m["folded"]} | ' + ' | '.join(speed) + ' |')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--models', nargs='+', default=MODELS)
+    parser.add_argument('--size', type=int, default=128)
+    parser.add_argument('--ratio', type=float, default=0.5)
+    parser.add_argument('--batches', type=int, nargs='+', default=[1, 8, 32])
+    parser.add_argument('--repeat', type=int, default=5)
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--out', default=str(ROOT / 'docs' / 'any_cnn.md'))
+    opts = parser.parse_args()
+    torch.set_num_threads(opts.threads)
+    load = os.getloadavg()
+    rows = []
+    for name in opts.models:
+        rows.append(row(name, measure(name, opts), opts))
+        print(rows[-1], flush=True)
+    heads = [f'{runtime} b{b}' for runtime in ('eager', 'exported') for b in opts.batches]
+    command = 'python scripts/benchmark_auto.py ' + ' '.join(sys.argv[1:])
+    lines = [f'Command: `{command.strip()}`', '', machine_line(torch.device('cpu')) +
+             f' Load average before/after: {load[0]:.2f} / {os.getloadavg()[0]:.2f}.', '',
+             f'Input {opts.size}x{opts.size}, target FLOPs ratio {opts.ratio}. Layers: convolutions pruned / '
+             'decomposed / left alone by the automatic plan. Speed-up: throughput of the compressed network over the '
+             'baseline\'s (same runtime and batch); in parentheses with every cheaper (conv, A) pair folded too.', '',
+             '| model | plan s | layers | FLOPs ratio | params ratio | cheaper folds | ' + ' | '.join(heads) + ' |',
+             '|---' * (6 + len(heads)) + '|', *rows]
+    out = Path(opts.out)
+    text = out.read_text() if out.is_file() else '# Hinge on any CNN: measurements\n'
+    out.write_text(replace_section(text, 'torchvision', lines))
+
+
+if __name__ == '__main__':
+    main()
