@@ -2,6 +2,7 @@
 
 import dataclasses
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -174,3 +175,19 @@ def test_steps_change_the_group_norms_as_the_command_line_search_does(small_demo
         if value.is_floating_point():
             assert torch.allclose(ours[key], value, atol=1e-6, rtol=0), key
     assert not torch.allclose(ours[matrices[0]], hinge_start[matrices[0]])
+
+
+@pytest.mark.slow
+def test_the_readme_example_runs(tmp_path, monkeypatch):
+    """The README's Python example, as written, on two random batches."""
+    text = (Path(__file__).resolve().parents[1] / 'README.md').read_text()
+    example = text.split('### Your own model and training loop')[1].split('```python\n')[1].split('```')[0]
+    monkeypatch.chdir(tmp_path)
+    generator = torch.Generator().manual_seed(0)
+    loader = [(torch.randn(4, 3, SIZE, SIZE, generator=generator), torch.randint(0, 10, (4,), generator=generator))
+              for _ in range(2)]
+    scope = {'loader': loader}
+    exec(compile(example, 'README.md', 'exec'), scope)
+    assert model_hinge.count(scope['small2'], torch.zeros(1, 3, SIZE, SIZE)) == model_hinge.count(
+        scope['small'], torch.zeros(1, 3, SIZE, SIZE))
+    assert (tmp_path / 'small.pt').is_file()
