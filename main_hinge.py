@@ -3,7 +3,8 @@
 With a baseline --model (VGG, ResNet, DenseNet, ResNeXt, Wide_ResNet) this trains or, with --test_only,
 evaluates the plain network. With a Hinge_* model it runs the method: search (proximal-gradient training
 of the sparsity-inducing matrices), threshold search to the FLOPs target, compression, converging
-(fine-tuning); --load resumes either stage, --test_only evaluates a (compressed) checkpoint.
+(fine-tuning); --load resumes either stage, --test_only evaluates a (compressed) checkpoint. --model Hinge
+--base NAME does the same with the automatic plan of the --base network (ours or torchvision:NAME).
 """
 
 import copy
@@ -22,8 +23,8 @@ import torch.nn as nn
 import option
 from data import Data, build_data
 from loss import Loss
-from model import build_baseline, is_baseline
-from model_hinge import NAMES, adapter_for, is_hinge
+from model import AUTO, BASE_NAMES, build_baseline, check_base, is_auto, is_baseline
+from model_hinge import NAMES, adapter_for, auto_plan, is_hinge
 from model_hinge.complexity import ComplexityModel
 from model_hinge.core import HingeModel, convert
 from model_hinge.errors import HingeError
@@ -71,15 +72,17 @@ CONVERGING_STREAM = 100_000
 
 def validate(args: Namespace) -> None:
     """Flag checks that need no files; everything here fails before anything is written."""
-    if not is_baseline(args.model) and not is_hinge(args.model):
-        raise UsageError(f'--model {args.model} is unknown; use VGG, ResNet, DenseNet, ResNeXt, Wide_ResNet or a '
-                         f'Hinge model ({NAMES}).')
+    if not is_baseline(args.model) and not compresses(args):
+        raise UsageError(f'--model {args.model} is unknown; use VGG, ResNet, DenseNet, ResNeXt, Wide_ResNet, a '
+                         f'Hinge model ({NAMES}) or {AUTO} --base NAME.')
     option.check(args)
-    if is_hinge(args.model) and args.optimizer not in ('PG', 'SGD'):
+    if is_auto(args.model):
+        validate_base(args)
+    if compresses(args) and args.optimizer not in ('PG', 'SGD'):
         raise UsageError(f'--optimizer {args.optimizer} cannot train a Hinge model; use PG (proximal gradient) or SGD.')
-    if not is_hinge(args.model) and args.optimizer not in ('SGD', 'Adam', 'RMSprop'):
+    if not compresses(args) and args.optimizer not in ('SGD', 'Adam', 'RMSprop'):
         raise UsageError(f'--optimizer {args.optimizer} does not apply to a baseline; use SGD, Adam or RMSprop.')
-    if is_hinge(args.model) and not args.test_only and (args.distillation or args.load_original_param) \
+    if compresses(args) and not args.test_only and (args.distillation or args.load_original_param) \
             and not args.teacher:
         raise UsageError('--distillation and --load_original_param need --teacher BASELINE.pt (the uncompressed '
                          'network of the same family).')
@@ -106,6 +109,19 @@ def validate(args: Namespace) -> None:
     Loss(args.loss)
     if args.summary:
         require_tensorboard()
+
+
+def compresses(args: Namespace) -> bool:
+    """Whether --model runs the Hinge method: a Hinge_* model or --model Hinge (the automatic plan)."""
+    return is_hinge(args.model) or is_auto(args.model)
+
+
+def validate_base(args: Namespace) -> None:
+    """--model Hinge needs a --base that names a network we can build."""
+    if not args.base:
+        raise UsageError(f'--model {args.model} compresses the network named by --base; add --base NAME ({BASE_NAMES}, '
+                         'e.g. torchvision:resnet50).')
+    check_base(args.base)
 
 
 def checkpoint_file(path: str) -> Path:
@@ -226,20 +242,38 @@ def read_run_plan(args: Namespace, run_dir: Path) -> tuple[Plan, list[float] | N
     if plan.model.lower() != args.model.lower():
         raise UsageError(f'--load: the run {run_dir} compresses {plan.model}, not --model {args.model}; '
                          f'pass --model {plan.model}.')
+    base = saved.get('base')
+    if base is not None and base.lower() != args.base.lower():
+        raise UsageError(f'--load: the run {run_dir} compresses --base {base}, not --base {args.base}; '
+                         f'pass --base {base}.')
     return plan, weights
+
+
+def base_of(args: Namespace) -> str:
+    """The uncompressed network a Hinge model compresses: --base for --model Hinge, else its adapter's family."""
+    return args.base if is_auto(args.model) else adapter_for(args.model).baseline
+
+
+def plan_for(args: Namespace, net: nn.Module, input_dim: tuple) -> Plan:
+    """The hand-written plan of a Hinge_* model, or the automatic plan of the --base network (--model Hinge)."""
+    if not is_auto(args.model):
+        return adapter_for(args.model).plan(net)
+    try:
+        return auto_plan(net, torch.zeros(1, *input_dim))
+    except HingeError as err:
+        raise UsageError(f'--base {args.base}: {err}') from None
 
 
 def build_hinge(args: Namespace, data: Data, run_dir: Path, phase: str) -> tuple[HingeModel, list[float] | None]:
     """The converted network with the state of its phase loaded, and the layer-balancing weights of its search
     (computed at the start of a fresh search; read back from plan.json when resuming)."""
-    adapter = adapter_for(args.model)
-    net = build_baseline(args, adapter.baseline)
+    net = build_baseline(args, base_of(args))
     fresh = phase == 'fresh'
     if fresh and args.pretrain:
         path = checkpoint_file(args.pretrain)
         load_state(net, load_torch(path, '--pretrain'), f'--pretrain {path}', adapt=False)
     saved = None if fresh or (phase == 'test' and not args.load) else read_run_plan(args, run_dir)
-    plan = saved[0] if saved else adapter.plan(net)
+    plan = saved[0] if saved else plan_for(args, net, data.input_dim)
     hm = HingeModel(net, plan, data.input_dim, args.init_method if fresh else None)
     weights = saved[1] if saved else None
     if phase == 'test':
@@ -276,7 +310,8 @@ def is_merged_checkpoint(hm: HingeModel, state: dict) -> bool:
 
 def save_run_plan(s: Session, hm: HingeModel, layer_weights: list[float] | None) -> None:
     """plan.json: what rebuilds this run's network without re-planning, and its search's layer weights."""
-    save_json({'plan': hm.plan.to_dict(), 'layer_weights': layer_weights}, s.run_dir / PLAN_FILE)
+    base = {'base': s.args.base} if is_auto(s.args.model) else {}
+    save_json({'plan': hm.plan.to_dict(), 'layer_weights': layer_weights, **base}, s.run_dir / PLAN_FILE)
 
 
 def run_hinge(args: Namespace, device: torch.device, budget: int | None, world: World) -> dict:
@@ -295,10 +330,12 @@ def run_hinge(args: Namespace, device: torch.device, budget: int | None, world: 
                              f'--ratio of at least {reachable:.4f} or a smaller --remain_percentage.')
     teacher = None
     if phase != 'test' and (args.distillation or args.load_original_param):
-        teacher = load_teacher(args, adapter_for(args.model).baseline, device)
+        teacher = load_teacher(args, base_of(args), device)
     flops_c, params_c = hm.cost()
     hm.net.to(device)
     results = base_results(args, data, run_dir, hm.baseline_flops, hm.baseline_params, flops_c, params_c)
+    if is_auto(args.model):
+        results['base'] = args.base
     s = open_session(args, device, data, run_dir, hm.net, results, budget, phase == 'fresh', world)
     describe_model(s, hm.net)
     if phase in ('fresh', 'search') and not (run_dir / PLAN_FILE).is_file() and world.main:

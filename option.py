@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import template
+from model import AUTO, BASE_NAMES, is_auto
 from model_hinge import NAMES as HINGE_NAMES
 from model_hinge.config import RANGES as HINGE_RANGES
 from model_hinge.config import out_of_range
@@ -62,8 +63,8 @@ def _add_run_directory(p: argparse.ArgumentParser) -> None:
 def _add_model(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group('model')
     g.add_argument('--model', default='DenseNet',
-                   help=f'baseline (VGG, ResNet, DenseNet, ResNeXt, Wide_ResNet) or Hinge model ({HINGE_NAMES}), '
-                        'case-insensitive')
+                   help=f'baseline (VGG, ResNet, DenseNet, ResNeXt, Wide_ResNet), Hinge model ({HINGE_NAMES}) or '
+                        f'{AUTO} (the automatic plan of the --base network), case-insensitive')
     g.add_argument('--template', default='', help='preset names combined in one string, see template.py')
     g.add_argument('--pretrain', default='',
                    help='checkpoint (.pt file or run directory) to start from or, with --test_only, to evaluate')
@@ -81,7 +82,9 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     g.add_argument('--bottleneck_width', type=int, default=4, help='ResNeXt bottleneck width')
     g.add_argument('--in_channels', type=int, default=64, help='accepted for compatibility; unused')
     g.add_argument('--act', default='relu', help='accepted for compatibility; unused')
-    g.add_argument('--base', default='', help='set by the templates; informational')
+    g.add_argument('--base', default='',
+                   help=f'with --model {AUTO}: the network to compress, {BASE_NAMES} (e.g. torchvision:resnet50); '
+                        'otherwise set by the templates, informational')
     g.add_argument('--base_p', default='', help='set by the templates; informational')
     g.add_argument('--extend', default='', help='accepted for compatibility; unused')
     g.add_argument('--download', action='store_true', help='accepted for compatibility; unused')
@@ -209,12 +212,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for flag in ('data_train', 'data_test'):
         if getattr(args, flag) is None:
             setattr(args, flag, 'CIFAR10')
+    base = args.base
     template.set_template(args)
+    _keep_base(args, base)
     for flag, name in typed.items():
         if getattr(args, flag) != name:
             raise UsageError(f'--{flag} {name} conflicts with --template {args.template}, which selects '
                              f'{getattr(args, flag)}; drop one of them.')
     return args
+
+
+def _keep_base(args: argparse.Namespace, base: str) -> None:
+    """--base as typed: the network --model Hinge compresses (a template's informational value does not count)
+    and nothing for another --model."""
+    if base and not is_auto(args.model):
+        raise UsageError(f'--base {base} chooses the network --model {AUTO} compresses automatically; use --model '
+                         f'{AUTO} or drop --base (--model {args.model} builds its own network).')
+    if is_auto(args.model):
+        args.base = base
 
 
 # Allowed ranges of the numeric flags: (low, high, low excluded, high excluded, why), None for no bound.
