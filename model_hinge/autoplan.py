@@ -21,6 +21,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from model_hinge.errors import HingeError
 from model_hinge.plan import Cut, Family, Insertion, Member, Plan, Policy, split_path
@@ -41,9 +42,10 @@ ELEMENTWISE_METHODS = {'add', 'add_', 'sub', 'sub_', 'mul', 'mul_', 'div', 'div_
                        'tanh', 'relu', 'relu_', 'clamp', 'clamp_', 'clamp_min', 'clamp_min_'}
 ELEMENTWISE_NAMES = {'stochastic_depth'}   # torchvision.ops.stochastic_depth: identity in eval, a per-sample scale
 POOLING_FUNCTIONS = {F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.avg_pool2d, F.max_pool2d, F.interpolate}
-MERGING_FUNCTIONS = {torch.flatten, torch.cat, torch.concat, torch.permute, torch.transpose, torch.squeeze,
-                     torch.unsqueeze, torch.t}
-MERGING_METHODS = {'flatten', 'permute', 'transpose', 'contiguous', 'squeeze', 'unsqueeze', 'expand', 'expand_as', 't'}
+SHAPE_FREE_FUNCTIONS = {torch.permute, torch.transpose, torch.unsqueeze, torch.t}
+SHAPE_FREE_METHODS = {'permute', 'transpose', 'contiguous', 'unsqueeze', 't'}
+MERGING_FUNCTIONS = {torch.flatten, torch.squeeze}
+MERGING_METHODS = {'flatten', 'squeeze', 'expand', 'expand_as'}
 RESHAPES = {torch.reshape, 'view', 'reshape'}
 SLICES = {torch.split: 'split', torch.chunk: 'chunk', torch.narrow: 'narrow', 'split': 'split', 'chunk': 'chunk',
           'narrow': 'narrow', 'unbind': 'unbind', torch.unbind: 'unbind'}
@@ -84,8 +86,9 @@ class ChannelSets:
         self.frozen[ra] = self.frozen[ra] or self.frozen[rb]
 
     def freeze(self, ids: torch.Tensor) -> None:
-        for x in torch.unique(ids[ids >= 0]).tolist():
-            self.frozen[self.find(x)] = True
+        for x in torch.unique(spatially_distinct(ids)[0]).tolist():
+            if x >= 0:
+                self.frozen[self.find(x)] = True
 
     def is_free(self, x: int) -> bool:
         """Whether x is the only channel of its set and nothing fixed touches it."""
@@ -105,7 +108,7 @@ class Site:
 def fixed_like(value):
     """Ids of a value whose channels nobody may cut (tensors, and tuples or lists of them)."""
     if isinstance(value, torch.Tensor):
-        return torch.full(value.shape, FIXED, dtype=torch.long)
+        return torch.full((1,) * value.dim(), FIXED, dtype=torch.long)
     if isinstance(value, (tuple, list)) and not isinstance(value, torch.Size):
         return type(value)(fixed_like(v) for v in value)
     return None
@@ -117,28 +120,36 @@ def holds_tensors(value) -> bool:
     return isinstance(value, (tuple, list)) and any(holds_tensors(v) for v in value)
 
 
+def spatially_distinct(*ids: torch.Tensor) -> list[torch.Tensor]:
+    """The ids of same-shaped tensors with their spatial axes (2 on) reduced to one position where none varies
+    there (the usual case: a channel per (batch, channel) position), so that set operations stay small."""
+    if ids[0].dim() >= 3 and all(bool((t.flatten(2) == t.flatten(2)[..., :1]).all()) for t in ids):
+        return [t.flatten(2)[..., 0] for t in ids]
+    return list(ids)
+
+
 def varies_along(ids: torch.Tensor, dim: int) -> bool:
     return bool((ids != ids.narrow(dim, 0, 1)).any())
 
 
-def channel_vector(ids: torch.Tensor, axis: int) -> torch.Tensor | None:
-    """The channel id of each position of `axis`, or None when ids vary along the other axes."""
+def channel_vector(ids: torch.Tensor, axis: int, size: int) -> torch.Tensor | None:
+    """The channel id of each of the `size` positions of `axis`, or None when ids vary along the other axes."""
     moved = ids.movedim(axis, 0).reshape(ids.shape[axis], -1)
     if bool((moved != moved[:, :1]).any()):
         return None
-    return moved[:, 0].clone()
+    return moved[:, 0].expand(size).clone() if moved.shape[0] == 1 else moved[:, 0].clone()
 
 
-def broadcast_vector(vector: torch.Tensor, shape: torch.Size, axis: int) -> torch.Tensor:
-    view = [1] * len(shape)
+def broadcast_vector(vector: torch.Tensor, dims: int, axis: int) -> torch.Tensor:
+    """Ids holding `vector` along `axis`, of size 1 along the others (they broadcast to the value's shape)."""
+    view = [1] * dims
     view[axis] = len(vector)
-    return vector.view(view).expand(shape).contiguous()
+    return vector.view(view)
 
 
-def reshape_splits_varying(ids: torch.Tensor, out_shape: tuple) -> bool:
+def reshape_splits_varying(ids: torch.Tensor, in_shape: list[int], out_shape: tuple) -> bool:
     """Whether a reshape splits an axis along which ids vary into several axes (e.g. a channel shuffle): cutting
     a channel then changes which positions the later axes see."""
-    in_shape = list(ids.shape)
     i = j = 0
     while i < len(in_shape) and j < len(out_shape):
         in_dims, out_dims = [i], [j]
@@ -153,7 +164,7 @@ def reshape_splits_varying(ids: torch.Tensor, out_shape: tuple) -> bool:
                 out_dims.append(j)
                 b *= out_shape[j]
         i, j = i + 1, j + 1
-        varying = any(in_shape[d] > 1 and varies_along(ids, d) for d in in_dims)
+        varying = any(ids.shape[d] > 1 and varies_along(ids, d) for d in in_dims)
         if varying and sum(out_shape[d] > 1 for d in out_dims) > 1:
             return True
     return False
@@ -172,9 +183,11 @@ class ChannelTracer(fx.Interpreter):
         self.order: list[str] = []
         self.notes: list[str] = []
         self.grouped: list[str] = []
+        self.fake = FakeTensorMode(allow_non_fake_inputs=True)  # shapes only: the planner needs no values
 
     def run_node(self, n: fx.Node):
-        result = super().run_node(n)
+        with self.fake:
+            result = super().run_node(n)
         try:
             self.ids[n] = self.channel_ids(n, result)
         except (RuntimeError, TypeError, ValueError, IndexError) as err:
@@ -213,6 +226,10 @@ class ChannelTracer(fx.Interpreter):
     def input_ids(self, n: fx.Node) -> torch.Tensor:
         return self.ids[n.args[0]]
 
+    def full(self, a: fx.Node) -> torch.Tensor:
+        """The ids of a node's tensor at the tensor's full shape (stored ids have size 1 where they are constant)."""
+        return self.ids[a].expand(self.env[a].shape).contiguous()
+
     def add_site(self, tensor: str, axis: int, ids: torch.Tensor) -> None:
         """A tensor axis that reads channels; a module called twice on different channels cuts nothing."""
         key = (tensor, axis)
@@ -229,13 +246,13 @@ class ChannelTracer(fx.Interpreter):
         if isinstance(m, nn.Conv2d):
             return self.conv_ids(n, m, ids, result)
         if isinstance(m, nn.Linear):
-            vector = channel_vector(ids.reshape(-1, ids.shape[-1]), 1)
+            vector = channel_vector(ids, ids.dim() - 1, m.in_features)
             if vector is None:
                 return self.not_understood(n, result, 'its input mixes channels along the features')
             self.add_site(f'{n.target}.weight', 1, vector)
             return fixed_like(result)
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            vector = channel_vector(ids, 1)
+            vector = channel_vector(ids, 1, m.num_features)
             if vector is None:
                 return self.not_understood(n, result, 'its input mixes channels')
             for name in ('weight', 'bias', 'running_mean', 'running_var'):
@@ -246,16 +263,16 @@ class ChannelTracer(fx.Interpreter):
             self.sets.freeze(ids)
             self.notes.append(f'{n.target} ({type(m).__name__}): its statistics span channels; they are not cut.')
             return ids
-        if isinstance(m, ACTIVATIONS) and result.shape == ids.shape:
+        if isinstance(m, ACTIVATIONS) and result.dim() == ids.dim():
             return ids
         if isinstance(m, POOLING):
-            return self.pooled(n, ids, result)
+            return self.pooled(n, result)
         if isinstance(m, nn.Flatten):
-            return ids.flatten(m.start_dim, m.end_dim)
+            return self.full(n.args[0]).flatten(m.start_dim, m.end_dim)
         return self.not_understood(n, result, f'the module {type(m).__name__} is not understood')
 
     def conv_ids(self, n: fx.Node, m: nn.Conv2d, ids: torch.Tensor, result: torch.Tensor):
-        vector = channel_vector(ids[0], 0)
+        vector = channel_vector(ids, 1, m.in_channels)
         if vector is None:
             return self.not_understood(n, result, 'its input channels vary over space')
         if m.groups == 1:
@@ -263,23 +280,24 @@ class ChannelTracer(fx.Interpreter):
             if n.target not in self.producers:
                 self.producers[n.target] = self.sets.new(m.out_channels)
                 self.order.append(n.target)
-            return broadcast_vector(self.producers[n.target], result.shape, 1)
+            return broadcast_vector(self.producers[n.target], result.dim(), 1)
         if m.groups == m.in_channels == m.out_channels:
             for name in ('weight', 'bias'):
                 if getattr(m, name) is not None:
                     self.add_site(f'{n.target}.{name}', 0, vector)
-            return broadcast_vector(vector, result.shape, 1)
+            return broadcast_vector(vector, result.dim(), 1)
         self.grouped.append(n.target)
         self.sets.freeze(vector)
         self.notes.append(f'{n.target}: a grouped convolution ({m.groups} groups); its channels are not cut.')
         return fixed_like(result)
 
-    def pooled(self, n: fx.Node, ids: torch.Tensor, result: torch.Tensor):
+    def pooled(self, n: fx.Node, result: torch.Tensor):
         """Per-channel spatial operations: the channel vector spread over the output."""
-        vector = channel_vector(ids[0], 0) if ids.dim() >= 3 else None
-        if vector is None or result.dim() != ids.dim() or result.shape[1] != len(vector):
+        ids, channels = self.input_ids(n), self.env[n.args[0]].shape[1]
+        vector = channel_vector(ids, 1, channels) if ids.dim() >= 3 and result.dim() == ids.dim() else None
+        if vector is None or result.shape[1] != channels:
             return self.not_understood(n, result, 'it changes the channels')
-        return broadcast_vector(vector, result.shape, 1)
+        return broadcast_vector(vector, result.dim(), 1)
 
     def function_ids(self, n: fx.Node, result):
         target = n.target
@@ -289,15 +307,19 @@ class ChannelTracer(fx.Interpreter):
         if target in ELEMENTWISE_FUNCTIONS or target in ELEMENTWISE_METHODS or named in ELEMENTWISE_NAMES:
             return self.elementwise(n, result)
         if target in POOLING_FUNCTIONS:
-            return self.pooled(n, self.input_ids(n), result)
+            return self.pooled(n, result)
         if target is F.pad:
             return self.padded(n, result)
         if target is operator.getitem:
             return self.item(n, result)
+        if target in (torch.cat, torch.concat):
+            return self.joined(n, result)
+        if target in SHAPE_FREE_FUNCTIONS or target in SHAPE_FREE_METHODS:
+            return self.replay(n, full=False)
         if target in MERGING_FUNCTIONS or target in MERGING_METHODS:
             return self.replay(n)
         if target in RESHAPES:
-            if reshape_splits_varying(self.input_ids(n), tuple(result.shape)):
+            if reshape_splits_varying(self.input_ids(n), list(self.env[n.args[0]].shape), tuple(result.shape)):
                 return self.not_understood(n, result, 'it splits the channel axis (a channel shuffle or grouping)')
             return self.replay(n)
         if target in SLICES:
@@ -308,14 +330,15 @@ class ChannelTracer(fx.Interpreter):
             return fixed_like(result)
         return self.not_understood(n, result, 'the operation is not understood')
 
-    def replay(self, n: fx.Node):
-        """Apply the node's own operation to the id tensors (shapes and positions move exactly as the data)."""
+    def replay(self, n: fx.Node, full: bool = True):
+        """Apply the node's own operation to the id tensors (shapes and positions move exactly as the data), at
+        the tensors' full shapes unless the operation does not depend on them (`full` False)."""
         def substitute(a: fx.Node):
             value = self.env.get(a)
-            if isinstance(value, torch.Tensor) or (isinstance(value, (tuple, list)) and value
-                                                    and isinstance(value[0], torch.Tensor)):
+            if isinstance(value, torch.Tensor):
                 ids = self.ids.get(a)
-                return ids if ids is not None else fixed_like(value)
+                ids = ids if ids is not None else fixed_like(value)
+                return ids.expand(value.shape).contiguous() if full else ids
             return value
 
         args = fx.node.map_arg(n.args, substitute)
@@ -323,6 +346,15 @@ class ChannelTracer(fx.Interpreter):
         if n.op == 'call_method':
             return getattr(args[0], n.target)(*args[1:], **kwargs)
         return n.target(*args, **kwargs)
+
+    def joined(self, n: fx.Node, result: torch.Tensor):
+        """A concatenation: the parts' ids side by side, at full size only along the axes where they differ."""
+        parts = n.args[0]
+        dim = (n.args[1] if len(n.args) > 1 else n.kwargs.get('dim', 0)) % result.dim()
+        ids = [self.ids[p] if self.ids.get(p) is not None else fixed_like(self.env[p]) for p in parts]
+        shape = [max(i.shape[d] for i in ids) if d != dim else -1 for d in range(result.dim())]
+        return torch.cat([i.expand([s if s != -1 else self.env[p].shape[dim] for s in shape])
+                          for i, p in zip(ids, parts, strict=True)], dim)
 
     def elementwise(self, n: fx.Node, result):
         """Channels combined position by position belong together; a fixed one or a constant tensor freezes them."""
@@ -336,7 +368,8 @@ class ChannelTracer(fx.Interpreter):
                     operands.append(ids)
         if not isinstance(result, torch.Tensor) or not operands:
             return fixed_like(result)
-        operands = [o.expand(result.shape) for o in torch.broadcast_tensors(*operands)]
+        operands = [o.view((1,) * (result.dim() - o.dim()) + tuple(o.shape)) for o in operands]
+        operands = list(torch.broadcast_tensors(*operands))
         if constants:
             for o in operands:
                 self.sets.freeze(o)
@@ -348,9 +381,11 @@ class ChannelTracer(fx.Interpreter):
         return combined
 
     def couple(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        a, b = spatially_distinct(a, b)
         both = (a >= 0) & (b >= 0) & (a != b)
-        pairs = torch.unique(torch.stack([a[both], b[both]], 1), dim=0)
-        for x, y in pairs.tolist():
+        span = len(self.sets.parent)
+        pairs = torch.unique(a[both] * span + b[both])
+        for x, y in zip((pairs // span).tolist(), (pairs % span).tolist(), strict=True):
             self.sets.union(x, y)
         self.sets.freeze(a[(b == FIXED) & (a >= 0)])
         self.sets.freeze(b[(a == FIXED) & (b >= 0)])
@@ -358,17 +393,18 @@ class ChannelTracer(fx.Interpreter):
     def padded(self, n: fx.Node, result: torch.Tensor):
         """F.pad: new positions of the channel axis are fixed channels, new spatial positions belong to theirs."""
         ids = self.input_ids(n)
-        pad = list(n.args[1] if len(n.args) > 1 else n.kwargs['pad'])
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        pad = list(args[1] if len(args) > 1 else kwargs['pad'])
         for k in range(len(pad) // 2):
             dim, before, after = ids.dim() - 1 - k, pad[2 * k], pad[2 * k + 1]
             if dim == 1:
                 shape = list(ids.shape)
                 ids = torch.cat([torch.full(shape[:1] + [before] + shape[2:], FIXED), ids,
                                  torch.full(shape[:1] + [after] + shape[2:], FIXED)], 1)
-            else:
+            elif ids.shape[dim] > 1:
                 index = torch.arange(-before, ids.shape[dim] + after).clamp(0, ids.shape[dim] - 1)
                 ids = ids.index_select(dim, index)
-        if ids.shape != result.shape:
+        if any(i not in (1, r) for i, r in zip(ids.shape, result.shape, strict=True)):
             return self.not_understood(n, result, 'its padding could not be followed')
         return ids
 
@@ -378,6 +414,7 @@ class ChannelTracer(fx.Interpreter):
             return source[n.args[1]]
         if not isinstance(source, torch.Tensor):
             return fixed_like(result)
+        source = self.full(n.args[0])
         index = n.args[1] if isinstance(n.args[1], tuple) else (n.args[1],)
         if any(not isinstance(i, (slice, int)) for i in index):
             return self.not_understood(n, result, 'it indexes with tensors, None or Ellipsis')
@@ -387,7 +424,7 @@ class ChannelTracer(fx.Interpreter):
         return source[n.args[1]]
 
     def sliced(self, n: fx.Node, kind: str, result):
-        source = self.input_ids(n)
+        source = self.full(n.args[0])
         args = [self.env.get(a, a) if isinstance(a, fx.Node) else a for a in n.args[1:]]
         if kind == 'narrow':
             dim = args[0] if args else n.kwargs.get('dim')
@@ -450,7 +487,7 @@ def trace_channels(model: nn.Module, example_inputs) -> ChannelTracer:
     model.eval()
     try:
         with torch.no_grad():
-            tracer.run(x)
+            tracer.run(tracer.fake.from_tensor(x))
     except HingeError:
         raise
     except Exception as err:  # noqa: BLE001 - the model rejected the example
@@ -463,15 +500,26 @@ def trace_channels(model: nn.Module, example_inputs) -> ChannelTracer:
     return tracer
 
 
-def consumer_cuts(tracer: ChannelTracer, channels: torch.Tensor, renamed: dict[str, str]) -> list[Cut] | None:
+def sites_by_producer(tracer: ChannelTracer) -> dict[str, list[Site]]:
+    """The sites that read each producer's channels (producers own consecutive id ranges)."""
+    owner = torch.full((len(tracer.sets.parent) + 1,), -1, dtype=torch.long)   # the last entry: FIXED
+    for index, path in enumerate(tracer.order):
+        owner[tracer.producers[path]] = index
+    found: dict[str, list[Site]] = {p: [] for p in tracer.order}
+    for site in tracer.sites.values():
+        for index in torch.unique(owner[site.ids]).tolist():
+            if index >= 0:
+                found[tracer.order[index]].append(site)
+    return found
+
+
+def consumer_cuts(sites: list[Site], channels: torch.Tensor, renamed: dict[str, str]) -> list[Cut] | None:
     """The cuts of every axis that reads these channels, in channel order; None when some axis holds them in
     unequal numbers of positions (then they cannot be pruned as groups)."""
     cuts = []
     first, count = int(channels[0]), len(channels)
-    for site in tracer.sites.values():
+    for site in sites:
         mask = (site.ids >= first) & (site.ids < first + count)
-        if not bool(mask.any()):
-            continue
         positions = mask.nonzero().view(-1)
         owner = site.ids[positions] - first
         per_channel = torch.bincount(owner, minlength=count)
@@ -497,11 +545,12 @@ def auto_plan(model: nn.Module, example_inputs, decompose_free: bool = False, na
     sets = tracer.sets
     renamed = {f'{p}.weight': f'{p}.0.weight' for p in tracer.order}
     free = {p for p in tracer.order if all(sets.is_free(int(c)) for c in tracer.producers[p])}
+    readers = sites_by_producer(tracer)
     insertions, pruning, decomposing, notes = [], [], [], list(tracer.notes)
     for block, path in enumerate(tracer.order):
         conv = model.get_submodule(path)
         a = f'{path}.1'
-        cuts = consumer_cuts(tracer, tracer.producers[path], renamed) if path in free else None
+        cuts = consumer_cuts(readers[path], tracer.producers[path], renamed) if path in free else None
         if path in free and cuts is None:
             notes.append(f'{path}: its channels are read in unequal numbers of positions; decomposed instead.')
         prune = cuts is not None
