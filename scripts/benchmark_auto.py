@@ -11,6 +11,8 @@ The section `torchvision` of `--out` is rewritten.
 
     python scripts/benchmark_auto.py [--models resnet18 ...] [--size 128] [--ratio 0.5] [--batches 1 8 32]
                                      [--repeat 5] [--threads 2] [--out docs/any_cnn.md]
+    python scripts/benchmark_auto.py --section plans [--models ...] [--size 128]   (what each plan does, section
+                                                                                  `plans`; no timings)
 """
 
 import argparse
@@ -32,6 +34,7 @@ sys.path.insert(0, str(ROOT / 'scripts'))
 from benchmark import machine_line, replace_section, timed  # noqa: E402
 
 import model_hinge  # noqa: E402
+from model_hinge.autoplan import summary  # noqa: E402
 
 MODELS = ['resnet18', 'resnet50', 'resnext50_32x4d', 'wide_resnet50_2', 'vgg11_bn', 'densenet121', 'mobilenet_v2',
           'mobilenet_v3_small', 'efficientnet_b0', 'regnet_y_400mf', 'shufflenet_v2_x0_5', 'squeezenet1_1',
@@ -113,6 +116,33 @@ def row(name: str, m: dict, opts: argparse.Namespace) -> str:
             f'{m["folded"]} | ' + ' | '.join(speed) + ' |')
 
 
+def reasons(notes: list[str]) -> str:
+    """The planner's notes grouped by reason, with counts."""
+    counts: dict[str, int] = {}
+    for note in notes:
+        reason = note.split(': ', 1)[1].split(';')[0] if ': ' in note else note
+        reason = reason.split(' (')[0] if reason.startswith('a grouped convolution') else reason
+        counts[reason] = counts.get(reason, 0) + 1
+    return '; '.join(f'{reason} ({n}x)' for reason, n in sorted(counts.items(), key=lambda kv: -kv[1])) or 'none'
+
+
+def plans_section(opts: argparse.Namespace) -> list[str]:
+    """What the automatic plan does with each model (no timings): convolutions pruned, decomposed, left alone."""
+    rows = []
+    for name in opts.models:
+        net = build(name)
+        plan = model_hinge.auto_plan(net, torch.zeros(1, 3, opts.size, opts.size))
+        layers = summary(plan, net)
+        rows.append(f'| {name} | {sum(len(v) for v in layers.values())} | {len(layers["pruned"])} | '
+                    f'{len(layers["decomposed"])} | {len(layers["left alone"])} | {reasons(plan.notes)} |')
+        print(rows[-1], flush=True)
+    return [f'Command: `python scripts/benchmark_auto.py --section plans --size {opts.size}`', '',
+            'Convolutions of each model that the automatic plan prunes (rows of A: free output channels), '
+            'decomposes (columns of A: coupled output channels) and leaves alone, and why it left channels '
+            'uncut (the plan\'s notes, grouped).', '',
+            '| model | convolutions | pruned | decomposed | left alone | notes |', '|---|---|---|---|---|---|', *rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--models', nargs='+', default=MODELS)
@@ -122,8 +152,14 @@ def main() -> None:
     parser.add_argument('--repeat', type=int, default=5)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--out', default=str(ROOT / 'docs' / 'any_cnn.md'))
+    parser.add_argument('--section', choices=['speed', 'plans'], default='speed')
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
+    out = Path(opts.out)
+    text = out.read_text() if out.is_file() else '# Hinge on any CNN: measurements\n'
+    if opts.section == 'plans':
+        out.write_text(replace_section(text, 'plans', plans_section(opts)))
+        return
     load = os.getloadavg()
     rows = []
     for name in opts.models:
@@ -138,8 +174,6 @@ def main() -> None:
              'baseline\'s (same runtime and batch); in parentheses with every cheaper (conv, A) pair folded too.', '',
              '| model | plan s | layers | FLOPs ratio | params ratio | cheaper folds | ' + ' | '.join(heads) + ' |',
              '|---' * (6 + len(heads)) + '|', *rows]
-    out = Path(opts.out)
-    text = out.read_text() if out.is_file() else '# Hinge on any CNN: measurements\n'
     out.write_text(replace_section(text, 'torchvision', lines))
 
 
