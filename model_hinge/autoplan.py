@@ -182,7 +182,7 @@ class ChannelTracer(fx.Interpreter):
         self.producers: dict[str, torch.Tensor] = {}  # conv path -> its output channel ids (groups == 1)
         self.order: list[str] = []
         self.notes: list[str] = []
-        self.grouped: list[str] = []
+        self.grouped: dict[str, tuple[torch.Tensor, int, torch.Tensor]] = {}  # path -> (input ids, groups, output ids)
         self.fake = FakeTensorMode(allow_non_fake_inputs=True)  # shapes only: the planner needs no values
 
     def run_node(self, n: fx.Node):
@@ -286,10 +286,13 @@ class ChannelTracer(fx.Interpreter):
                 if getattr(m, name) is not None:
                     self.add_site(f'{n.target}.{name}', 0, vector)
             return broadcast_vector(vector, result.dim(), 1)
-        self.grouped.append(n.target)
-        self.sets.freeze(vector)
-        self.notes.append(f'{n.target}: a grouped convolution ({m.groups} groups); its channels are not cut.')
-        return fixed_like(result)
+        if n.target not in self.grouped:
+            self.grouped[n.target] = (vector, m.groups, self.sets.new(m.out_channels))
+        outputs = self.grouped[n.target][2]
+        for name in ('weight', 'bias'):
+            if getattr(m, name) is not None:
+                self.add_site(f'{n.target}.{name}', 0, outputs)
+        return broadcast_vector(outputs, result.dim(), 1)
 
     def pooled(self, n: fx.Node, result: torch.Tensor):
         """Per-channel spatial operations: the channel vector spread over the output."""
@@ -500,22 +503,40 @@ def trace_channels(model: nn.Module, example_inputs) -> ChannelTracer:
     return tracer
 
 
-def sites_by_producer(tracer: ChannelTracer) -> dict[str, list[Site]]:
-    """The sites that read each producer's channels (producers own consecutive id ranges)."""
+def sites_by_owner(tracer: ChannelTracer, owners: dict[str, torch.Tensor]) -> dict[str, list[Site]]:
+    """The sites that read each owner's channels (owners: convolutions, with disjoint id sets)."""
+    names = list(owners)
     owner = torch.full((len(tracer.sets.parent) + 1,), -1, dtype=torch.long)   # the last entry: FIXED
-    for index, path in enumerate(tracer.order):
-        owner[tracer.producers[path]] = index
-    found: dict[str, list[Site]] = {p: [] for p in tracer.order}
+    for index, name in enumerate(names):
+        owner[owners[name]] = index
+    found: dict[str, list[Site]] = {name: [] for name in names}
     for site in tracer.sites.values():
         for index in torch.unique(owner[site.ids]).tolist():
             if index >= 0:
-                found[tracer.order[index]].append(site)
+                found[names[index]].append(site)
     return found
 
 
-def consumer_cuts(sites: list[Site], channels: torch.Tensor, renamed: dict[str, str]) -> list[Cut] | None:
+def grouped_reader(tracer: ChannelTracer, channels: torch.Tensor) -> tuple[str, int] | None | str:
+    """The grouped convolution that reads these channels and the channels per group with which they can be cut
+    in whole groups (it reads exactly them, in order, and its outputs are free); None when none reads them;
+    its path alone when one does but whole groups cannot be cut."""
+    first, count = int(channels[0]), len(channels)
+    readers = [q for q, (ids, _, _) in tracer.grouped.items() if bool(((ids >= first) & (ids < first + count)).any())]
+    if not readers:
+        return None
+    q = readers[0]
+    ids, groups, outputs = tracer.grouped[q]
+    if len(readers) == 1 and torch.equal(ids, channels) and all(tracer.sets.is_free(int(c)) for c in outputs):
+        return q, count // groups
+    return q
+
+
+def consumer_cuts(sites: list[Site], channels: torch.Tensor, renamed: dict[str, str],
+                  as_offset: bool = True) -> list[Cut] | None:
     """The cuts of every axis that reads these channels, in channel order; None when some axis holds them in
-    unequal numbers of positions (then they cannot be pruned as groups)."""
+    unequal numbers of positions (then they cannot be pruned as groups). A contiguous block of one position per
+    channel is written as an offset unless `as_offset` is False (the family's groups hold other channel counts)."""
     cuts = []
     first, count = int(channels[0]), len(channels)
     for site in sites:
@@ -528,11 +549,34 @@ def consumer_cuts(sites: list[Site], channels: torch.Tensor, renamed: dict[str, 
         ordered = positions[torch.argsort(owner * len(site.ids) + positions)]
         tensor = renamed.get(site.tensor, site.tensor)
         start = int(ordered[0])
-        if torch.equal(ordered, torch.arange(start, start + len(ordered))) and per_channel[0] == 1:
+        if as_offset and torch.equal(ordered, torch.arange(start, start + len(ordered))) and per_channel[0] == 1:
             cuts.append(Cut(tensor, site.axis, start))
         else:
             cuts.append(Cut(tensor, site.axis, positions=ordered.tolist()))
     return cuts
+
+
+def pruning_cuts(tracer: ChannelTracer, path: str, readers: dict[str, list[Site]], renamed: dict[str, str],
+                 notes: list[str]) -> tuple[list[Cut] | None, int]:
+    """(cuts, channels per group) that prune a free convolution's output channels: one at a time, or in whole
+    groups of the grouped convolution that reads them, together with that convolution's groups of outputs and
+    whatever reads those; (None, 1) when neither is possible (the reason goes to the notes)."""
+    channels = tracer.producers[path]
+    grouped = grouped_reader(tracer, channels)
+    if isinstance(grouped, str):
+        notes.append(f'{path}: the grouped convolution {grouped} reads its channels, and whole groups of both cannot '
+                     'be cut together; decomposed instead.')
+        return None, 1
+    cuts = consumer_cuts(readers[path], channels, renamed)
+    chunk = 1
+    if grouped is not None and cuts is not None:
+        q, chunk = grouped
+        outputs = tracer.grouped[q][2]
+        follow = consumer_cuts(readers[q], outputs, renamed, as_offset=len(outputs) == len(channels))
+        cuts = None if follow is None else cuts + follow
+    if cuts is None:
+        notes.append(f'{path}: its channels are read in unequal numbers of positions; decomposed instead.')
+    return cuts, chunk
 
 
 def auto_plan(model: nn.Module, example_inputs, decompose_free: bool = False, name: str = 'Hinge') -> Plan:
@@ -545,19 +589,17 @@ def auto_plan(model: nn.Module, example_inputs, decompose_free: bool = False, na
     sets = tracer.sets
     renamed = {f'{p}.weight': f'{p}.0.weight' for p in tracer.order}
     free = {p for p in tracer.order if all(sets.is_free(int(c)) for c in tracer.producers[p])}
-    readers = sites_by_producer(tracer)
+    readers = sites_by_owner(tracer, {**tracer.producers, **{q: g[2] for q, g in tracer.grouped.items()}})
     insertions, pruning, decomposing, notes = [], [], [], list(tracer.notes)
     for block, path in enumerate(tracer.order):
         conv = model.get_submodule(path)
         a = f'{path}.1'
-        cuts = consumer_cuts(readers[path], tracer.producers[path], renamed) if path in free else None
-        if path in free and cuts is None:
-            notes.append(f'{path}: its channels are read in unequal numbers of positions; decomposed instead.')
+        cuts, chunk = pruning_cuts(tracer, path, readers, renamed, notes) if path in free else (None, 1)
         prune = cuts is not None
         insertions.append(Insertion(path, group_dim=0 if prune else 1, merge=prune and not decompose_free))
         if prune:
             own = [Cut(f'{a}.weight', 0)] + ([Cut(f'{a}.bias', 0)] if conv.bias is not None else [])
-            pruning.append(Family(block, 1, 0, [Member(f'{a}.weight', 0)], own + cuts))
+            pruning.append(Family(block, 1, 0, [Member(f'{a}.weight', 0, chunk)], own + cuts))
         if not prune or decompose_free:
             decomposing.append(Family(block, 2, 0, [Member(f'{a}.weight', 1)],
                                       [Cut(f'{path}.0.weight', 0), Cut(f'{a}.weight', 1)]))

@@ -74,12 +74,12 @@ class CostPolynomial:
 
 def symbolic_shape_of(families: list[GroupFamily]):
     """A shape function for the complexity counter whose cut axes are polynomials (the others stay integers, which
-    keeps the one symbolic pass cheap): base size minus, for every family cutting the axis, chunk times positions
-    per channel times its removed groups (variable number = family index)."""
+    keeps the one symbolic pass cheap): base size minus, for every family cutting the axis, its positions per group
+    times its removed groups (variable number = family index)."""
     removed: dict[int, dict[int, Polynomial]] = {}
     for number, fam in enumerate(families):
         for cut in fam.cuts:
-            lost = Polynomial({(number,): fam.chunk * cut.repeat(fam.channels_total)})
+            lost = Polynomial({(number,): cut.per_group(fam)})
             axes = removed.setdefault(id(cut.tensor), {})
             axes[cut.axis] = axes.get(cut.axis, 0) + lost
 

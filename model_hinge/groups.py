@@ -42,7 +42,7 @@ class Member:
 @dataclass
 class Cut:
     """A tensor (module attribute `name`) whose axis `axis` holds the family's channels from `offset` on, or
-    at `positions` (an index map, `repeat` positions per channel; see plan.Cut)."""
+    at `positions` (an index map, the same number of positions per group; see plan.Cut)."""
 
     module: nn.Module
     name: str
@@ -56,22 +56,23 @@ class Cut:
     def tensor(self) -> torch.Tensor:
         return getattr(self.module, self.name)
 
-    def repeat(self, channels: int) -> int:
-        """Positions per channel of the family."""
-        return 1 if self.positions is None else len(self.positions) // channels
+    def per_group(self, fam: 'GroupFamily') -> int:
+        """Positions of this axis per group of the family."""
+        return fam.chunk if self.positions is None else len(self.positions) // fam.size
 
-    def owned(self, channels: int) -> torch.Tensor:
-        """Every position of the axis that the family's channels occupy."""
-        return torch.arange(self.offset, self.offset + channels) if self.positions is None else self.positions
+    def owned(self, fam: 'GroupFamily') -> torch.Tensor:
+        """Every position of the axis that the family's groups occupy."""
+        return torch.arange(self.offset, self.offset + fam.channels_total) if self.positions is None else self.positions
 
-    def kept(self, channels: int, kept_channels: torch.Tensor, legacy: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(positions kept, where they go in the axis' order) for the family's kept channels. With `legacy`, a
+    def kept(self, fam: 'GroupFamily', groups: torch.Tensor, legacy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions kept, where they go in the axis' order) for the family's kept groups. With `legacy`, a
         block the original indexed from another offset (plan.Cut.legacy_offset) is indexed from there."""
         if self.positions is not None:
-            kept = self.positions.view(channels, -1)[kept_channels].reshape(-1)
+            kept = self.positions.view(fam.size, -1)[groups].reshape(-1)
             return kept, kept
+        channels = fam.channels(groups)
         base = self.legacy_offset if legacy and self.legacy_offset is not None else self.offset
-        return base + kept_channels, self.offset + torch.arange(len(kept_channels))
+        return base + channels, self.offset + torch.arange(len(channels))
 
 
 @dataclass(eq=False)
@@ -143,8 +144,8 @@ def check_fit(families: list[GroupFamily], model: str) -> None:
                              f'{index} do not have the same number of groups.')
         for cut in fam.cuts:
             size = cut.tensor.shape[cut.axis] if cut.axis < cut.tensor.dim() else 0
-            owned = cut.owned(fam.channels_total)
-            whole = len(owned) > 0 and len(owned) % fam.channels_total == 0
+            owned = cut.owned(fam)
+            whole = len(owned) > 0 and len(owned) % fam.size == 0
             if not whole or int(owned.min()) < 0 or int(owned.max()) >= size:
                 raise HingeError(f'the compression plan of {model} does not fit the network: family {index} cuts '
                                  f'positions {int(owned.min())}..{int(owned.max()) + 1} of {cut.name} axis '

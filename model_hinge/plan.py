@@ -59,8 +59,9 @@ class Member:
 @dataclass
 class Cut:
     """The family's channels occupy positions offset .. offset + channels of this tensor axis, or, with
-    `positions`, the listed positions: channel c of the family owns positions[c * r:(c + 1) * r], r being
-    len(positions) / channels (an index map: a channel shuffle, or the H*W inputs of a Linear after flatten).
+    `positions`, the listed positions: group g of the family owns positions[g * r:(g + 1) * r], r being
+    len(positions) / groups (an index map: a channel shuffle, the H*W inputs of a Linear after flatten, or the
+    output channels of a grouped convolution that loses whole groups with the convolution feeding it).
 
     Under --legacy_search the original's indexing errors are reproduced where it made them:
     `legacy_transposed`, it built this tensor's selection in the transposed (in, out) layout and reshaped it

@@ -56,11 +56,10 @@ def kept_positions(families: list[GroupFamily], kept: dict,
     owns stay, each family keeps its kept channels' positions, in the axis' order (see groups.Cut.kept)."""
     segments: dict[int, tuple[torch.Tensor, dict[int, list]]] = {}
     for fam in families:
-        channels = fam.channels(kept[fam].cpu())
+        groups = kept[fam].cpu()
         for cut in fam.cuts:
             axes = segments.setdefault(id(cut.tensor), (cut.tensor, {}))[1]
-            axes.setdefault(cut.axis, []).append((cut.owned(fam.channels_total), *cut.kept(fam.channels_total,
-                                                                                             channels, legacy)))
+            axes.setdefault(cut.axis, []).append((cut.owned(fam), *cut.kept(fam, groups, legacy)))
     positions = {}
     for key, (t, axes) in segments.items():
         positions[key] = (t, {axis: _join(t.shape[axis], blocks) for axis, blocks in axes.items()})

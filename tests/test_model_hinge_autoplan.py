@@ -79,8 +79,8 @@ def drop_groups(hm: HingeModel, seed: int = 0) -> dict:
                 m.param.index_fill_(m.dim, channels, 0.0)
             for cut in fam.cuts:
                 if cut.name in ('bias', 'running_mean'):
-                    owned = cut.owned(fam.channels_total).view(fam.channels_total, -1)
-                    cut.tensor.index_fill_(cut.axis, owned[channels].reshape(-1), 0.0)
+                    owned = cut.owned(fam).view(fam.size, -1)
+                    cut.tensor.index_fill_(cut.axis, owned[dropped].reshape(-1), 0.0)
             kept[fam] = keep
     return kept
 
@@ -177,6 +177,44 @@ def test_a_depthwise_convolution_is_cut_with_the_channels_it_passes_through():
     cut = {c.tensor for c in first.cuts}
     assert {'3.weight', '3.bias', '1.weight', '4.running_var', '6.0.weight'} <= cut
     assert summary(plan, net)['left alone'] == ['3']
+
+
+class Grouped(nn.Module):
+    """A convolution feeding a grouped one (4 groups: 2 inputs and 3 outputs each), and one whose grouped reader's
+    outputs are coupled by a residual sum."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn_a = nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8)
+        self.g, self.bn_g = nn.Conv2d(8, 12, 3, padding=1, groups=4, bias=False), nn.BatchNorm2d(12)
+        self.b = nn.Conv2d(12, 8, 1)
+        self.c = nn.Conv2d(8, 8, 1)
+        self.h = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.b(F.relu(self.bn_g(self.g(F.relu(self.bn_a(self.a(x)))))))
+        y = y + self.h(F.relu(self.c(y)))
+        return self.fc(y.mean((2, 3)))
+
+
+def test_a_grouped_convolution_loses_whole_groups_with_the_convolution_feeding_it():
+    net = Grouped()
+    plan = auto_plan(net, torch.zeros(1, 3, 8, 8))
+    layers = summary(plan, net)
+    assert layers['pruned'] == ['a'] and layers['left alone'] == ['g', 'h']
+    assert layers['decomposed'] == ['b', 'c']   # c's reader h has outputs in a residual sum: whole groups cannot go
+    family = [f for f in plan.families if f.members[0].tensor == 'a.1.weight'][0]
+    assert family.members[0].chunk == 2
+    cuts = {c.tensor: c for c in family.cuts}
+    assert cuts['g.weight'].positions == list(range(12))      # 3 outputs per group of 2 inputs
+    assert cuts['b.0.weight'].axis == 1 and cuts['b.0.weight'].positions == list(range(12))
+    assert 'g.weight' not in {c.tensor for c in family.cuts if c.axis == 1}
+    assert any('h reads its channels' in note for note in plan.notes)
+
+
+def test_the_grouped_network_converts_and_cuts_exactly():
+    check_exact_compression(randomise(Grouped()), 8)
 
 
 def test_an_operation_that_is_not_understood_leaves_its_channels_whole():
