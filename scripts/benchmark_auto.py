@@ -72,8 +72,32 @@ def compressed(name: str, size: int, ratio: float) -> dict:
     report = hinge.report()
     cheaper_hinge = copy.deepcopy(hinge)
     folded = cheaper_hinge.fold_cheaper()
+    peer, peer_note = torch_pruning_variant(name, size, ratio)
     return {'baseline': baseline, 'plan': net.eval(), 'cheaper': cheaper_hinge.model.eval(), 'folded': len(folded),
-            'plan_seconds': plan_seconds, 'report': report}
+            'plan_seconds': plan_seconds, 'report': report, 'peer': peer, 'peer_note': peer_note,
+            'peer_flops': model_hinge.count(peer, x)[0] / report['flops'] if peer is not None else None}
+
+
+def torch_pruning_variant(name: str, size: int, ratio: float) -> tuple[nn.Module | None, str]:
+    """The model pruned by Torch-Pruning (magnitude importance, its defaults, the classifier ignored) in small
+    iterative steps until its own MAC count is at most `ratio` of the baseline's; (None, why) when it fails."""
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        return None, 'torch-pruning not installed'
+    model, example = build(name), torch.randn(1, 3, size, size)
+    base = tp.utils.count_ops_and_params(model, example)[0]
+    ignored = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == 10]
+    try:
+        pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.MagnitudeImportance(p=2),
+                                      pruning_ratio=0.9, iterative_steps=45, ignored_layers=ignored)
+        for _ in range(45):
+            pruner.step()
+            if tp.utils.count_ops_and_params(model, example)[0] <= ratio * base:
+                break
+    except Exception as err:  # noqa: BLE001 - the peer's failure is a result, reported in the table
+        return None, f'fails ({type(err).__name__})'
+    return model.eval(), ''
 
 
 def runners(net: nn.Module, size: int) -> dict:
@@ -93,8 +117,8 @@ def throughput(run, size: int, batch: int, repeat: int) -> float:
 def measure(name: str, opts: argparse.Namespace) -> dict:
     c = compressed(name, opts.size, opts.ratio)
     rates = {}
-    for variant in ('baseline', 'plan', 'cheaper'):
-        if variant == 'cheaper' and not c['folded']:
+    for variant in ('baseline', 'plan', 'cheaper', 'peer'):
+        if (variant == 'cheaper' and not c['folded']) or c.get(variant) is None:
             continue
         for runtime, run in runners(c[variant], opts.size).items():
             for batch in opts.batches:
@@ -112,8 +136,11 @@ def row(name: str, m: dict, opts: argparse.Namespace) -> str:
             cheaper = m['rates'].get(('cheaper', runtime, batch))
             speed.append(f'{plan:.2f}x' + (f' ({cheaper / base:.2f}x)' if cheaper else ''))
     layers = f'{len(r["pruned"])} / {len(r["decomposed"])} / {len(r["left alone"])}'
+    peer = m['peer_note'] or ' / '.join(
+        f'{m["rates"][("peer", "eager", b)] / m["rates"][("baseline", "eager", b)]:.2f}x' for b in opts.batches)
+    peer_flops = f'{m["peer_flops"]:.3f}' if m['peer_flops'] is not None else '-'
     return (f'| {name} | {m["plan_seconds"]:.2f} | {layers} | {r["flops_ratio"]:.3f} | {r["params_ratio"]:.3f} | '
-            f'{m["folded"]} | ' + ' | '.join(speed) + ' |')
+            f'{m["folded"]} | ' + ' | '.join(speed) + f' | {peer_flops} | {peer} |')
 
 
 def reasons(notes: list[str]) -> str:
@@ -171,9 +198,13 @@ def main() -> None:
              f' Load average before/after: {load[0]:.2f} / {os.getloadavg()[0]:.2f}.', '',
              f'Input {opts.size}x{opts.size}, target FLOPs ratio {opts.ratio}. Layers: convolutions pruned / '
              'decomposed / left alone by the automatic plan. Speed-up: throughput of the compressed network over the '
-             'baseline\'s (same runtime and batch); in parentheses with every cheaper (conv, A) pair folded too.', '',
-             '| model | plan s | layers | FLOPs ratio | params ratio | cheaper folds | ' + ' | '.join(heads) + ' |',
-             '|---' * (6 + len(heads)) + '|', *rows]
+             'baseline\'s (same runtime and batch); in parentheses with every cheaper (conv, A) pair folded too. '
+             'Torch-Pruning: the same model pruned by torch-pruning (MagnitudeImportance, MetaPruner defaults, the '
+             'classifier ignored) in steps until its MAC count is at most the target; its FLOPs ratio by this '
+             'project\'s counter, and its eager speed-ups at the same batch sizes.', '',
+             '| model | plan s | layers | FLOPs ratio | params ratio | cheaper folds | ' + ' | '.join(heads)
+             + ' | Torch-Pruning FLOPs ratio | Torch-Pruning eager ' + ' / '.join(f'b{b}' for b in opts.batches)
+             + ' |', '|---' * (8 + len(heads)) + '|', *rows]
     out.write_text(replace_section(text, 'torchvision', lines))
 
 
