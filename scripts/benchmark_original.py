@@ -2,7 +2,7 @@
 
     python scripts/benchmark_original.py --original /path/to/group_sparsity --data ../shared/data/cifar10-subset \
         [--depths 20 56 164] [--batch_sizes 64 128] [--batches 20] [--warmup 3] [--repeats 3] [--threads N] \
-        [--pylib DIR ...] [--out FILE.md]
+        [--pylib DIR ...] [--device cpu|cuda] [--out FILE.md]
 
 For each depth and batch size the same figures are measured for both codes, each through its own data
 pipeline, model, trainer and optimizer (the flags are the paper's, scripts/hinge_resnet.sh):
@@ -27,8 +27,9 @@ over --repeats.
 The original runs unchanged; `original_shims` applies, in its child process only and at run time (no file
 of the original is modified or copied into this repository):
 
-S1. `torch.Tensor.cuda` and `nn.Module.cuda` return the object itself (CPU only; the original moves index
-    tensors to the GPU in compress).
+S1. `--device cpu` (the default) only: `torch.Tensor.cuda` and `nn.Module.cuda` return the object itself (the
+    original moves index tensors to the GPU in compress), and both codes get `--cpu`. With `--device cuda` the
+    original runs on the GPU as it is written, and ours on the same GPU.
 S2. torchvision's CIFAR10 checksums are replaced by those of the files found in --data, so that its md5
     check accepts the subset (the check itself still runs).
 S3. `sys.argv` is emptied while util.option_hinge and util.option_basis are imported (they parse the command
@@ -41,7 +42,8 @@ S4. The original's extra packages (easydict, imageio, tensorboardX and its proto
 Measurement instrumentation (applied to both sides alike): the training loader is wrapped so that an epoch
 stops after warm-up + timed batches and the time at which each batch is requested is recorded; the searched
 state is made by scaling groups (40 % to zero, 30 % by log-uniform factors in [1e-4, 1e-2]), with the same
-seeded draw per group family on both sides. Timings, not tests.
+seeded draw per group family on both sides. On the GPU every time stamp waits for the device's queued work
+(torch.cuda.synchronize), on both sides alike. Timings, not tests.
 """
 
 import argparse
@@ -96,6 +98,13 @@ PROX_REPEATS, FLOPS_REPEATS = 30, 10
 # Shared by both sides
 
 
+def now() -> float:
+    """The wall clock once the GPU's queued work, where CUDA is in use, has finished."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 class TimedBatches:
     """A training loader that stops after `limit` batches and records when each batch was asked for.
 
@@ -120,11 +129,11 @@ class TimedBatches:
         self.stamps, self.sizes = [], []
         batches = iter(self.loader)
         for _ in range(self.limit):
-            self.stamps.append(time.perf_counter())
+            self.stamps.append(now())
             images, labels = next(batches)
             self.sizes.append(len(labels))
             yield images, labels
-        self.stamps.append(time.perf_counter())
+        self.stamps.append(now())
 
     def images_per_second(self, warmup: int) -> float:
         """Images of the batches after the warm-up divided by the time from requesting the first of them
@@ -150,17 +159,17 @@ def median_seconds(fn, repeat: int, warmup: int = 2) -> float:
         fn()
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = now()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(now() - start)
     return statistics.median(times)
 
 
 def common_flags(batch_size: int, opts: argparse.Namespace, work: Path, name: str, hinge: bool) -> list[str]:
-    """Flags both codes take: data, run directory, batch size, loader workers and, for a Hinge model, the
-    baseline it starts from and distils from."""
-    flags = ['--cpu', '--batch_size', str(batch_size), '--dir_data', str(opts.data), '--dir_save', str(work),
-             '--save', name, '--n_threads', str(opts.n_threads), '--epochs', '300']
+    """Flags both codes take: the device, data, run directory, batch size, loader workers and, for a Hinge model,
+    the baseline it starts from and distils from."""
+    flags = ['--batch_size', str(batch_size), '--dir_data', str(opts.data), '--dir_save', str(work), '--save', name,
+             '--n_threads', str(opts.n_threads), '--epochs', '300'] + (['--cpu'] if opts.device == 'cpu' else [])
     baseline = str(work / 'baseline.pt')
     return flags + (['--pretrain', baseline, '--teacher', baseline] if hinge else [])
 
@@ -169,13 +178,14 @@ def common_flags(batch_size: int, opts: argparse.Namespace, work: Path, name: st
 # The original's side (child process only)
 
 
-def original_shims(original: Path, pylib: list[str], data: Path) -> None:
-    """Make the original importable and runnable on this CPU machine (S1, S2, S4 of the module docstring; S3
-    is in `original_args`). Call once, in a process that never imports our packages."""
+def original_shims(original: Path, pylib: list[str], data: Path, device: str) -> None:
+    """Make the original importable and runnable here (S1 on the CPU, S2, S4 of the module docstring; S3 is in
+    `original_args`). Call once, in a process that never imports our packages."""
     for path in [*reversed(pylib), str(original)]:
         sys.path.insert(0, path)
-    torch.Tensor.cuda = lambda self, *args, **kwargs: self
-    torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+    if device == 'cpu':
+        torch.Tensor.cuda = lambda self, *args, **kwargs: self
+        torch.nn.Module.cuda = lambda self, *args, **kwargs: self
     import torchvision.datasets as tv
 
     folder = data / tv.CIFAR10.base_folder
@@ -235,7 +245,7 @@ def original_hinge_trainer(args: argparse.Namespace):
 
 def measure_original(original: Path, depth: int, batch_size: int, opts: argparse.Namespace, work: Path) -> dict:
     """The stage figures of the original code for one depth and batch size (see the module docstring)."""
-    original_shims(original, opts.pylib, Path(opts.data))
+    original_shims(original, opts.pylib, Path(opts.data), opts.device)
     from util import utility
     from util.trainer_clean import Trainer as BaselineTrainer
 
@@ -274,10 +284,10 @@ def measure_original(original: Path, depth: int, batch_size: int, opts: argparse
     merge = args.model.lower() in MERGING_MODELS
     result['flops_eval_ms'] = 1e3 * median_seconds(lambda: calc_model_complexity_running(model, merge),
                                                    FLOPS_REPEATS)
-    start = time.perf_counter()
+    start = now()
     binary_search(model, args.ratio, merge)
     net.compress()
-    result['threshold_compress_s'] = time.perf_counter() - start
+    result['threshold_compress_s'] = now() - start
     result['threshold'] = float(args.threshold)
     result['searched_ratio'] = float(net.flops_compress / net.flops)
 
@@ -291,7 +301,7 @@ def measure_original(original: Path, depth: int, batch_size: int, opts: argparse
 def measure_original_epoch(original: Path, opts: argparse.Namespace, work: Path) -> dict:
     """One whole search epoch of the original (ResNet-20, the paper's flags): t.train(), then t.test() and
     calc_model_complexity_running as its main_hinge loop runs them."""
-    original_shims(original, opts.pylib, Path(opts.data))
+    original_shims(original, opts.pylib, Path(opts.data), opts.device)
     from util import utility
 
     from model import Model as BaselineModel
@@ -304,12 +314,12 @@ def measure_original_epoch(original: Path, opts: argparse.Namespace, work: Path)
     torch.manual_seed(1)
     args = original_args(HINGE_FLAGS[EPOCH_DEPTH].split() + common_flags(EPOCH_BATCH, opts, work, 'epoch', True))
     model, loader, trainer = original_hinge_trainer(args)
-    start = time.perf_counter()
+    start = now()
     trainer.train()
-    trained = time.perf_counter()
+    trained = now()
     trainer.test()
     calc_model_complexity_running(model, args.model.lower() in MERGING_MODELS)
-    done = time.perf_counter()
+    done = now()
     images = len(loader.loader_train.dataset)
     return {'threads': torch.get_num_threads(), 'epoch_train_s': trained - start,
             'epoch_ips': images / (trained - start), 'epoch_total_s': done - start}
@@ -319,9 +329,9 @@ def measure_original_epoch(original: Path, opts: argparse.Namespace, work: Path)
 # Our side (child process only)
 
 
-def ours_setup(argv: list[str], work: Path):
+def ours_setup(argv: list[str], work: Path, device: torch.device):
     """Our parsed flags, data and a Session of main_hinge (log, history, trainer) in a run directory under
-    `work`, for a Hinge model built as main_hinge builds a fresh one."""
+    `work`, for a Hinge model built as main_hinge builds a fresh one, on the device."""
     sys.path.insert(0, str(ROOT))
     import main_hinge
     import option
@@ -334,9 +344,10 @@ def ours_setup(argv: list[str], work: Path):
     data = build_data(args)
     run_dir = resolve_run_dir(args)
     hm, weights = main_hinge.build_hinge(args, data, run_dir, 'fresh')
+    hm.net.to(device)
     flops, params = hm.cost()
     results = main_hinge.base_results(args, data, run_dir, hm.baseline_flops, hm.baseline_params, flops, params)
-    session = main_hinge.open_session(args, torch.device('cpu'), data, run_dir, hm.net, results, None, True, SINGLE)
+    session = main_hinge.open_session(args, device, data, run_dir, hm.net, results, None, True, SINGLE)
     return args, data, hm, weights, session
 
 
@@ -377,13 +388,13 @@ def threshold_and_compress(hm, args: argparse.Namespace, weights, legacy: bool) 
     from utils.rundir import SilentLog
 
     controller = SearchController(hm, args, weights if args.layer_balancing else None)
-    start = time.perf_counter()
+    start = now()
     norms = controller.family_norms()
     search = controller.search_threshold_legacy if legacy else controller.search_threshold
     threshold = search(norms, args.ratio, SilentLog())
     kept = controller.kept(norms, threshold)
     compress(hm.families, kept, hm.net, legacy)
-    seconds = time.perf_counter() - start
+    seconds = now() - start
     hm.retrace()
     return seconds, threshold
 
@@ -403,32 +414,36 @@ def measure_ours(depth: int, batch_size: int, opts: argparse.Namespace, work: Pa
     from utils.steps import BatchHooks, ConvergingHooks
 
     limit = opts.warmup + opts.batches
-    cpu = torch.device('cpu')
+    device = torch.device(opts.device)
     result = {'threads': torch.get_num_threads()}
 
     torch.manual_seed(1)
     args = option.parse_args(BASELINE_FLAGS[depth].split() + common_flags(batch_size, opts, work, 'baseline', False))
     net = build_baseline(args)
     torch.save(net.state_dict(), work / 'baseline.pt')
+    net.to(device)
     data = build_data(args)
     data.train.memory_format = torch.channels_last      # as main_hinge.open_session sets it
+    data.train.to(device)
+    data.test.to(device)
     timed = TimedBatches(data.train, limit)
-    trainer = Trainer(args, net, Loss(args.loss), Data(timed, data.test, data.name, data.input_dim), ConsoleLog(), cpu)
+    trainer = Trainer(args, net, Loss(args.loss).to(device), Data(timed, data.test, data.name, data.input_dim),
+                      ConsoleLog(), device)
     optimizer = make_optimizer(args, [{'params': [p for p in net.parameters() if p.requires_grad]}], args.lr)
     trainer.train_epoch(1, optimizer, 1.0, BatchHooks(), 1)
     result['baseline_ips'] = timed.images_per_second(opts.warmup)
 
     torch.manual_seed(1)
     args, data, hm, weights, session = ours_setup(
-        HINGE_FLAGS[depth].split() + common_flags(batch_size, opts, work, 'hinge', True), work)
-    teacher = load_teacher(args, adapter_for(args.model).baseline, cpu)
+        HINGE_FLAGS[depth].split() + common_flags(batch_size, opts, work, 'hinge', True), work, device)
+    teacher = load_teacher(args, adapter_for(args.model).baseline, device)
     controller, optimizer, factor, hooks = ours_search_objects(args, hm, weights)
     trainer = session.trainer
     trainer.data = Data(TimedBatches(data.train, limit), data.test, data.name, data.input_dim)
     trainer.train_epoch(1, optimizer, factor, hooks, 1)
     result['search_ips'] = trainer.data.train.images_per_second(opts.warmup)
 
-    lrs, reg = controller.prox_lrs(optimizer), controller.regularization(hooks.penalty[0])
+    lrs, reg = controller.prox_lrs(optimizer), controller.regularization(controller.penalty[0])
     result['prox_ms'] = 1e3 * median_seconds(lambda: controller.proximal_step(lrs, reg), PROX_REPEATS)
     result['matrices'] = len({id(m.param) for fam in hm.families for m in fam.members})
 
@@ -467,18 +482,19 @@ def measure_ours_epoch(opts: argparse.Namespace, work: Path) -> dict:
     torch.save(build_baseline(args).state_dict(), work / 'baseline.pt')
     torch.manual_seed(1)
     args, data, hm, weights, s = ours_setup(
-        HINGE_FLAGS[EPOCH_DEPTH].split() + common_flags(EPOCH_BATCH, opts, work, 'epoch', True), work)
+        HINGE_FLAGS[EPOCH_DEPTH].split() + common_flags(EPOCH_BATCH, opts, work, 'epoch', True), work,
+        torch.device(opts.device))
     controller, optimizer, factor, hooks = ours_search_objects(args, hm, weights)
-    start = time.perf_counter()
+    start = now()
     stats = s.trainer.train_epoch(1, optimizer, factor, hooks, 1)
-    trained = time.perf_counter()
+    trained = now()
     test = s.trainer.evaluate()
     flops, params = controller.cost(controller.family_norms(), args.threshold)
     s.history.add_epoch('search', 1, stats, test, {'lr': float(optimizer.param_groups[-1]['lr']),
                                                    'flops_ratio': flops / hm.baseline_flops})
     log_evaluation(s, test, 'search')
     save_epoch(s, 'search', 1, optimizer)
-    done = time.perf_counter()
+    done = now()
     s.close()
     return {'threads': torch.get_num_threads(), 'epoch_train_s': trained - start,
             'epoch_ips': data.train.num_samples / (trained - start), 'epoch_total_s': done - start}
@@ -513,7 +529,7 @@ def run_child(side: str, task: str, depth: int, batch_size: int, opts: argparse.
     command = [sys.executable, str(Path(__file__).resolve()), '--side', side, '--task', task, '--depth', str(depth),
                '--batch_size', str(batch_size), '--json', str(out), '--work', str(work), '--original',
                str(opts.original), '--data', str(opts.data), '--batches', str(opts.batches), '--warmup',
-               str(opts.warmup), '--n_threads', str(opts.n_threads), '--pylib', *opts.pylib]
+               str(opts.warmup), '--n_threads', str(opts.n_threads), '--device', opts.device, '--pylib', *opts.pylib]
     env = dict(os.environ)
     if opts.threads:
         env.update(OMP_NUM_THREADS=str(opts.threads), MKL_NUM_THREADS=str(opts.threads))
@@ -633,13 +649,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def device_name(device: str) -> str:
+    """'CPU', or the GPU's name."""
+    return torch.cuda.get_device_name(0) if device == 'cuda' else 'CPU'
+
+
 def report(runs: dict, opts: argparse.Namespace, command: str, load: tuple[float, float], seconds: float,
            suite: float | None) -> str:
     threads = opts.threads or os.environ.get('OMP_NUM_THREADS') or f'torch default ({torch.get_num_threads()})'
     lines = ['## Side by side with the original code (real CIFAR-10 subset)', '',
              f'- Date: {datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}; total run time {seconds / 60:.0f} min',
              f'- Machine: {cpu_name()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}; '
-             f'Python {platform.python_version()}, torch {torch.__version__}; device: CPU',
+             f'Python {platform.python_version()}, torch {torch.__version__}; device: {device_name(opts.device)}',
              f'- Threads per process: {threads}; data-loader workers of the original: {opts.n_threads}',
              f'- Load average (1 min) at the start / end: {load[0]:.2f} / {load[1]:.2f}',
              f'- Data: {opts.data}',
@@ -682,6 +703,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--pylib', nargs='*', default=[], help="folders with the original's extra packages")
     parser.add_argument('--no_epoch', action='store_true', help='skip the whole ResNet-20 search epoch')
     parser.add_argument('--no_suite', action='store_true', help='skip timing our test suite')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'],
+                        help='where both codes train (cpu: the original gets --cpu and shim S1)')
     parser.add_argument('--out', default='', help='also write the Markdown report here')
     parser.add_argument('--side', choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument('--task', choices=['stages', 'epoch'], help=argparse.SUPPRESS)

@@ -1,8 +1,11 @@
-"""scripts/: every command line parses and validates; missing model-zoo files are reported before anything runs."""
+"""scripts/: every command line parses and validates; missing model-zoo files are reported before anything runs;
+the device check's dry run runs every part."""
 
+import json
 import os
 import shlex
 import subprocess
+import sys
 
 import pytest
 
@@ -60,3 +63,26 @@ def test_missing_zoo_files_are_named_and_nothing_runs(tmp_path, script):
 def test_scripts_are_valid_bash():
     for path in sorted((ROOT / 'scripts').glob('*.sh')):
         assert subprocess.run(['bash', '-n', str(path)]).returncode == 0, path.name
+
+
+@pytest.mark.slow
+def test_device_check_dry_run_runs_every_part(tmp_path, shared):
+    """scripts/device_check.sh --dry-run on the CPU (over a minute of CPU time: slow): every part ends with status 0
+    and is listed in the summary with its output."""
+    env = dict(os.environ, HINGE_SHARED=str(shared), PYTHON=sys.executable)
+    env.pop('ORIGINAL', None)
+    done = subprocess.run(['bash', str(ROOT / 'scripts' / 'device_check.sh'), '--dry-run', str(tmp_path)], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / 'summary.md').read_text().splitlines()
+    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip('|').split('|')] for line in lines
+                                               if line.startswith('| ') and not line.startswith('| part'))}
+    assert list(rows) == ['suite', 'benchmark-stages', 'benchmark-latency', 'precision-single', 'precision-bf16',
+                          'original', 'peers']
+    assert {part: cells[0] for part, cells in rows.items()} == dict.fromkeys(rows, '0')
+    for part, cells in rows.items():
+        assert (tmp_path / f'{part}.log').is_file() and cells[2].endswith(f'{part}.log')
+    assert '## Stages' in (tmp_path / 'benchmark.md').read_text()
+    assert '| top1_err |' in (tmp_path / 'precision.md').read_text()
+    assert json.loads((tmp_path / 'original_ours.json').read_text())['searched_ratio'] > 0
+    assert json.loads((tmp_path / 'peers' / 'results.json').read_text())['rows']

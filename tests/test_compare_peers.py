@@ -1,0 +1,90 @@
+"""scripts/compare_peers.py: the dry run on a ResNet-8 and its rows, a failing method as a row note, and the
+refusal when Torch-Pruning is missing."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import model_hinge
+from conftest import ROOT
+
+SCRIPT = ROOT / 'scripts' / 'compare_peers.py'
+
+
+def load_script(monkeypatch):
+    """The script as a module (its folder on sys.path, as when it runs)."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location('compare_peers', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dry_run_reports_every_method_against_one_counter(tmp_path, shared, monkeypatch):
+    methods = ['baseline', 'hinge', 'tp_magnitude', 'tp_groupnorm']
+    if importlib.util.find_spec('torch_pruning') is None:
+        methods = methods[:2]
+    doc = ROOT / 'docs' / 'peers.md'
+    before = doc.stat().st_mtime_ns if doc.exists() else None
+    done = subprocess.run([sys.executable, str(SCRIPT), '--dry-run', '--nets', 'resnet8', '--threads', '1',
+                           '--methods', *methods, '--out', str(tmp_path), '--data',
+                           str(shared / 'data' / 'cifar10-subset')], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / 'results.json').read_text())
+    rows = {r['method']: r for r in result['rows']}
+    assert list(rows) == methods and result['seeds'] == [0] and result['epochs'] == 2
+    script = load_script(monkeypatch)
+    flops, params = model_hinge.count(script.build_net('resnet8', 0), torch.zeros(1, 3, 32, 32))
+    for method, row in rows.items():
+        (run,) = row['runs']
+        assert row['note'] == '' and (run['baseline_flops'], run['baseline_params']) == (flops, params), method
+        assert run['flops_ratio'] == pytest.approx(run['flops'] / flops)
+        assert set(row['throughput']) == {'eager_b1', 'export_b1', 'eager_b64', 'export_b64'}
+        assert min(row['throughput'].values()) > 0 and 0 <= run['top1_err'] <= 100
+    assert rows['baseline']['runs'][0]['flops_ratio'] == 1.0 and rows['baseline']['runs'][0]['params_ratio'] == 1.0
+    assert abs(rows['hinge']['runs'][0]['flops_ratio'] - 0.5) <= 0.05
+    assert rows['hinge']['runs'][0]['search_epochs'] == 1
+    for method in methods[2:]:
+        assert 0.3 < rows[method]['runs'][0]['flops_ratio'] <= 0.5
+    assert (tmp_path / 'baselines' / 'resnet8_seed0_e2_b64_dry.pt').is_file()
+    assert (doc.stat().st_mtime_ns if doc.exists() else None) == before     # the dry run writes no document
+    assert '| resnet8 | hinge | 1 | ' in done.stdout
+
+
+def test_a_failing_method_becomes_a_row_note(tmp_path, shared, monkeypatch):
+    script = load_script(monkeypatch)
+
+    def broken(net, name, ctx):
+        raise ZeroDivisionError('division by zero')
+
+    monkeypatch.setitem(script.RUNNERS, 'hinge', broken)
+    threads = torch.get_num_threads()
+    try:
+        result = script.main(['--dry-run', '--nets', 'resnet8', '--methods', 'baseline', 'hinge', '--out',
+                              str(tmp_path), '--data', str(shared / 'data' / 'cifar10-subset'), '--doc',
+                              str(tmp_path / 'peers.md')])
+    finally:
+        torch.set_num_threads(threads)
+    baseline, hinge = result['rows']
+    assert len(baseline['runs']) == 1 and baseline['note'] == ''
+    assert hinge['runs'] == [] and hinge['note'] == 'failed on seed 0: ZeroDivisionError: division by zero'
+    assert '| resnet8 | hinge | 0 | – | – | – | – | – | – | – | – | failed on seed 0: ZeroDivisionError' in \
+        (tmp_path / 'peers.md').read_text()
+
+
+def test_missing_torch_pruning_is_refused_in_one_sentence(tmp_path):
+    fake = tmp_path / 'torch_pruning'
+    fake.mkdir()
+    (fake / '__init__.py').write_text("raise ImportError('hidden by the test')\n")
+    done = subprocess.run([sys.executable, str(SCRIPT), '--dry-run', '--out', str(tmp_path / 'out')],
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ['compare_peers: Torch-Pruning is not installed; pip install -r '
+                                                'requirements-bench.txt, or leave its methods out with --methods '
+                                                'baseline hinge.']
+    assert not (tmp_path / 'out').exists()
