@@ -28,6 +28,7 @@ from model_hinge import NAMES, adapter_for, auto_plan, is_hinge
 from model_hinge.complexity import ComplexityModel
 from model_hinge.core import HingeModel, convert
 from model_hinge.errors import HingeError
+from model_hinge.latency import LatencyModel
 from model_hinge.plan import Plan
 from model_hinge.search import (
     SearchController,
@@ -63,6 +64,15 @@ from utils.report import comparison_table, write_report
 from utils.rundir import RunLog, SilentLog, remove_run_dir, resolve_run_dir
 from utils.schedule import StepSchedule
 from utils.steps import BatchHooks, ConvergingHooks, SearchHooks, set_learning_rates
+from utils.target import (
+    compressed_latency,
+    epoch_ratio,
+    export_merge,
+    fold_for_export,
+    save_times,
+    search_latency,
+    searched_ratios,
+)
 
 MAX_SEARCH_EPOCHS = 200
 PLAN_FILE = 'plan.json'
@@ -99,7 +109,7 @@ def validate(args: Namespace) -> None:
             raise UsageError('--export writes the evaluated network: add --test_only and the checkpoint '
                              '(--pretrain FILE or --load RUN).')
         check_target(args.export)
-    elif args.export_merge != 'plan':
+    elif args.export_merge is not None:
         raise UsageError('--export_merge chooses what --export folds; add --export DIR or drop it.')
     if args.csv:
         raise UsageError('--csv formats the --report table; add --report RUN [RUN ...] or drop it.')
@@ -259,7 +269,7 @@ def plan_for(args: Namespace, net: nn.Module, input_dim: tuple) -> Plan:
     if not is_auto(args.model):
         return adapter_for(args.model).plan(net)
     try:
-        return auto_plan(net, torch.zeros(1, *input_dim))
+        return auto_plan(net, torch.zeros(1, *input_dim), decompose_free=args.decompose_free)
     except HingeError as err:
         raise UsageError(f'--base {args.base}: {err}') from None
 
@@ -322,11 +332,13 @@ def run_hinge(args: Namespace, device: torch.device, budget: int | None, world: 
     if args.test_only and not args.pretrain and not args.load:
         raise UsageError('--test_only needs a checkpoint: pass --pretrain FILE (or --load RUN_DIR).')
     hm, layer_weights = build_hinge(args, data, run_dir, phase)
+    latency = search_latency(args, hm, run_dir, device, world) if phase in ('fresh', 'search') else None
     if phase in ('fresh', 'search'):
-        reachable = SearchController(hm, args, None).minimum_ratio()
+        reachable = SearchController(hm, args, None, latency).minimum_ratio()
         if args.ratio < reachable:
+            what = 'FLOPs' if latency is None else 'measured latency'
             raise UsageError(f'--ratio {args.ratio} cannot be reached: keeping --remain_percentage '
-                             f'{args.remain_percentage} of every layer leaves {reachable:.4f} of the FLOPs; use a '
+                             f'{args.remain_percentage} of every layer leaves {reachable:.4f} of the {what}; use a '
                              f'--ratio of at least {reachable:.4f} or a smaller --remain_percentage.')
     teacher = None
     if phase != 'test' and (args.distillation or args.load_original_param):
@@ -337,6 +349,7 @@ def run_hinge(args: Namespace, device: torch.device, budget: int | None, world: 
     if is_auto(args.model):
         results['base'] = args.base
     s = open_session(args, device, data, run_dir, hm.net, results, budget, phase == 'fresh', world)
+    save_times(latency, world)
     describe_model(s, hm.net)
     if phase in ('fresh', 'search') and not (run_dir / PLAN_FILE).is_file() and world.main:
         save_run_plan(s, hm, layer_weights)
@@ -351,7 +364,7 @@ def run_hinge(args: Namespace, device: torch.device, budget: int | None, world: 
         s.history.results['threshold'] = info.get('threshold')
         epoch_continue = int(info['epoch_continue'])
     else:
-        epoch_continue, controller = search_stage(s, hm, layer_weights, phase)
+        epoch_continue, controller = search_stage(s, hm, layer_weights, phase, latency)
         if epoch_continue is None:
             s.close()
             return s.history.results
@@ -367,21 +380,22 @@ def complexity_line(flops: int, params: int, flops_c: int, params_c: int) -> str
 
 
 def search_stage(s: Session, hm: HingeModel, layer_weights: list[float] | None,
-                 phase: str) -> tuple[int | None, SearchController]:
-    """Train until the would-be FLOPs ratio is within --stop_limit of --ratio (at most 200 epochs).
+                 phase: str, latency: LatencyModel | None = None) -> tuple[int | None, SearchController]:
+    """Train until the would-be FLOPs ratio (with --target latency, the latency model's ratio) is within
+    --stop_limit of --ratio (at most 200 epochs).
 
     Returns the epoch the converging stage continues from (None when the epoch budget ran out first) and the
     controller, whose group norms decide the compression.
     """
     args = s.args
-    controller = SearchController(hm, args, layer_weights if args.layer_balancing else None)
+    controller = SearchController(hm, args, layer_weights if args.layer_balancing else None, latency)
     optimizer = make_optimizer(args, search_param_groups(hm, args.lr, args.lr_ratio, args.legacy_search), args.lr,
                                tensor_lrs=hm.policy.separate_roles)
     schedule = StepSchedule(args.decay, args.gamma, args.linear)
     hooks = SearchHooks(controller)
     epoch, ratios = resume_stage(s, 'search', optimizer), []
     if phase == 'search':
-        ratios = [h['flops_ratio'] for h in s.history.results['history'] if h['stage'] == 'search'][:epoch]
+        ratios = searched_ratios(s.history.results['history'], latency)[:epoch]
     else:
         test = s.trainer.evaluate()
         s.history.results['baseline_top1_err'] = test[1]
@@ -402,13 +416,14 @@ def search_stage(s: Session, hm: HingeModel, layer_weights: list[float] | None,
         stats = s.trainer.train_epoch(epoch, optimizer, factor, hooks, epoch)
         test = s.trainer.evaluate()
         flops_c, params_c = controller.cost(controller.family_norms(), args.threshold)
-        ratio = flops_c / hm.baseline_flops
+        ratio, target_fields = epoch_ratio(controller, args.threshold)
         ratios.append(ratio)
         s.history.add_epoch('search', epoch, stats, test,
-                            {'lr': float(optimizer.param_groups[-1]['lr']), 'flops_ratio': ratio,
-                             'flops_compressed': flops_c, 'params_compressed': params_c,
+                            {'lr': float(optimizer.param_groups[-1]['lr']),
+                             'flops_ratio': flops_c / hm.baseline_flops, 'flops_compressed': flops_c,
+                             'params_compressed': params_c,
                              'params_ratio': params_c / hm.baseline_params, 'threshold': args.threshold,
-                             'test_seconds': s.trainer.eval_seconds})
+                             'test_seconds': s.trainer.eval_seconds, **target_fields})
         log_evaluation(s, test, 'search')
         s.log.write(f'Time: {stats["seconds"]:.2f}s\n')
         s.log.write(complexity_line(hm.baseline_flops, hm.baseline_params, flops_c, params_c))
@@ -447,6 +462,10 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
         reset_to_teacher(hm, teacher, args)
     compress(hm.families, kept, hm.net, args.legacy_search)
     hm.retrace()
+    if controller.latency is not None and s.world.main:
+        numbers, line = compressed_latency(args, controller.latency, hm, kept)
+        s.history.results.update(numbers)
+        s.log.write(line)
     s.trainer.set_network(hm.net)
     flops_now, params_now = hm.cost()
     test = s.trainer.evaluate()
@@ -508,7 +527,8 @@ def summary(s: Session, hm: HingeModel) -> None:
 
 def export_evaluated(s: Session, net: nn.Module, hm: HingeModel | None = None) -> None:
     """--export DIR: the evaluated network as standalone artefacts (utils/export.py). A Hinge model is exported
-    with its plan's merges folded and, with --export_merge cheaper, every other pair that is cheaper folded."""
+    with its plan's merges folded and, with --export_merge cheaper (the default), every other pair that does not
+    pay (utils/target.py)."""
     args, r = s.args, s.history.results
     if not args.export or not s.world.main:
         return
@@ -517,15 +537,13 @@ def export_evaluated(s: Session, net: nn.Module, hm: HingeModel | None = None) -
         net = copy.deepcopy(net)
     else:
         hm = copy.deepcopy(hm)
-        if args.export_merge == 'cheaper':
-            folded = hm.merge_where_cheaper()
-        elif not hm.merged:
-            hm.merge()
+        folded = fold_for_export(args, hm, s.run_dir, s.device)
         net = hm.net
     counter = ComplexityModel.trace(net, s.data.input_dim)
     flops, params = counter.flops(), counter.params()
     metadata = {'model': args.model, 'dataset': r['dataset'], 'checkpoint': args.pretrain or args.load,
-                'export_merge': args.export_merge, 'folded_beyond_plan': [i.conv for i in folded],
+                'export_merge': export_merge(args), 'target': args.target,
+                'folded_beyond_plan': [i.conv for i in folded],
                 'flops_baseline': r['flops'], 'params_baseline': r['params'], 'flops': flops, 'params': params,
                 'flops_ratio': flops / r['flops'], 'params_ratio': params / r['params']}
     content = export_network(net, s.data.input_dim, Path(args.export), metadata)

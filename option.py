@@ -119,7 +119,12 @@ def _add_training(p: argparse.ArgumentParser) -> None:
 
 def _add_hinge(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group('Hinge compression')
-    g.add_argument('--ratio', type=float, default=0.2, help='target FLOPs ratio of the compressed network, in (0, 1]')
+    g.add_argument('--ratio', type=float, default=0.2,
+                   help='target ratio of the compressed network (of the FLOPs or the latency: --target), in (0, 1]')
+    g.add_argument('--target', default='flops', choices=['flops', 'latency'],
+                   help='what --ratio is a fraction of: FLOPs, or the latency measured per layer on this device '
+                        '(times kept in the run directory, latency.json)')
+    g.add_argument('--latency_batch', type=int, default=64, help='with --target latency: the batch size timed')
     g.add_argument('--sparsity_regularizer', type=str, default='l1', choices=['l0', 'l1', 'l1-2', 'l1d2', 'logsum'],
                    help='group-sparsity regularizer, applied through its proximal operator')
     g.add_argument('--regularization_factor', type=float, default=1e-4, help='regularization factor (lambda)')
@@ -153,6 +158,9 @@ def _add_hinge(p: argparse.ArgumentParser) -> None:
                    help='compress the --teacher parameters with the searched channel selection')
     g.add_argument('--legacy_search', action='store_true',
                    help="reproduce the original code's search dynamics (see README, differences)")
+    g.add_argument('--decompose_free', action='store_true',
+                   help=f'with --model {AUTO}: decompose the convolutions the automatic plan prunes too (the '
+                        "paper's pruning and decomposition with one A, unmerged); default: prune them only")
     g.add_argument('--start', type=int, default=3, help='accepted for compatibility; unused')
 
 
@@ -161,9 +169,10 @@ def _add_deployment(p: argparse.ArgumentParser) -> None:
     g.add_argument('--export', default='', metavar='DIR',
                    help='with --test_only: write the evaluated network to DIR as model.pt2 (torch.export), '
                         'model.torchscript.pt and, with the onnx package, model.onnx, plus export.json')
-    g.add_argument('--export_merge', default='plan', choices=['plan', 'cheaper'],
-                   help="pairs of conv and A folded into one convolution in the export: the plan's (plan) or "
-                        'also every other pair that costs fewer FLOPs folded (cheaper)')
+    g.add_argument('--export_merge', default=None, choices=['plan', 'cheaper'],
+                   help="pairs of conv and A folded into one convolution in the export: the plan's (plan, the "
+                        'default under --legacy_search) or also every other pair that does not pay, i.e. is faster '
+                        '(--target latency) or costs fewer FLOPs folded (cheaper, the default)')
     g.add_argument('--report', nargs='+', default=None, metavar='RUN',
                    help='print a comparison table of these run directories (their results.json) and exit')
     g.add_argument('--csv', action='store_true', help='with --report: print the table as CSV, not Markdown')
@@ -269,6 +278,9 @@ def check(args: argparse.Namespace) -> None:
         problems.append('--reset cannot be combined with --load: --reset starts the run directory afresh.')
     if a.nesterov and a.momentum == 0:
         problems.append('--nesterov needs a --momentum greater than 0.')
+    if a.decompose_free and not is_auto(a.model):
+        problems.append(f'--decompose_free changes the automatic plan of --model {AUTO}; drop it for --model '
+                        f'{a.model}, whose plan is hand-written.')
     for problem in problems:
         if problem:
             raise UsageError(problem)

@@ -19,6 +19,7 @@ from model_hinge.complexity import ComplexityModel
 from model_hinge.config import HingeConfig
 from model_hinge.core import HingeModel
 from model_hinge.errors import HingeError
+from model_hinge.latency import LatencyModel, fold_pairs, latency_model, latency_report
 from model_hinge.plan import Plan
 from model_hinge.registry import NAMES, adapter_for, is_hinge
 from model_hinge.search import SearchController, initial_layer_weights, search_param_groups
@@ -68,22 +69,34 @@ class Hinge:
         self.plan = resolve_plan(model, example, plan)
         self.layers = summary(self.plan, model)
         self.hm = HingeModel(model, self.plan, tuple(example.shape[1:]), self.config.init_method)
-        self.controller = SearchController(self.hm, self.config, None)
+        self.latency = self._latency_model(example.shape[0]) if self.config.target == 'latency' else None
+        self.outcome: dict = {}
+        self.controller = SearchController(self.hm, self.config, None, self.latency)
         self._refuse_unreachable_ratio()
         if self.config.layer_balancing:
-            self.controller = SearchController(self.hm, self.config, initial_layer_weights(self.hm.families))
+            self.controller = SearchController(self.hm, self.config, initial_layer_weights(self.hm.families),
+                                               self.latency)
         self.batch = 0
         self.threshold: float | None = None
         self.kept: dict | None = None
         self.sizes: list[int] = []
         self.messages = Messages()
 
+    def _latency_model(self, batch: int) -> LatencyModel:
+        """Target 'latency': every layer timed now (the model is given back unconverted if that fails)."""
+        try:
+            return latency_model(self.hm, self.config, batch)
+        except HingeError:
+            self.hm.restore()
+            raise
+
     def _refuse_unreachable_ratio(self) -> None:
         reachable = self.controller.minimum_ratio()
         if self.config.ratio < reachable:
             self.hm.restore()
+            what = 'FLOPs' if self.config.target == 'flops' else 'measured latency'
             raise HingeError(f'ratio {self.config.ratio} cannot be reached with this plan: keeping remain_percentage '
-                             f'{self.config.remain_percentage} of every layer leaves {reachable:.4f} of the FLOPs; '
+                             f'{self.config.remain_percentage} of every layer leaves {reachable:.4f} of the {what}; '
                              f'use a ratio of at least {reachable:.4f} or a smaller remain_percentage.')
 
     @property
@@ -113,35 +126,43 @@ class Hinge:
         self.batch += 1
 
     def ratio(self) -> float:
-        """The FLOPs ratio the network would have if compressed now (at the starting threshold, as the search
-        stage measures it each epoch)."""
+        """The ratio of the target (FLOPs, or predicted latency) the network would have if compressed now (at the
+        starting threshold, as the search stage measures it each epoch), or has once compressed."""
         if self.compressed:
-            return self.hm.cost()[0] / self.hm.baseline_flops
-        norms = self.controller.family_norms()
-        return self.controller.cost(norms, self.config.threshold)[0] / self.hm.baseline_flops
+            return self.outcome.get('latency_ratio_predicted', self.hm.cost()[0] / self.hm.baseline_flops)
+        return self.controller.target_ratio(self.controller.family_norms(), self.config.threshold)
 
-    def compress(self, fold: str = 'plan') -> nn.Module:
+    def compress(self, fold: str = 'cheaper') -> nn.Module:
         """Threshold search to `ratio` (or the closest attainable ratio, with a warning), physical compression,
-        and the plan's merging pairs folded; returns the (same, now smaller) model. `fold='cheaper'` also folds
-        every decomposed (conv, A) pair whose single convolution costs fewer FLOPs (see fold_cheaper)."""
+        and the plan's merging pairs folded; returns the (same, now smaller) model. `fold='cheaper'` (the default)
+        also folds every (conv, A) pair the plan keeps apart that does not pay: faster folded by the latency model
+        with target 'latency', fewer FLOPs folded otherwise (see fold_cheaper); 'plan' is the paper's behaviour."""
         if fold not in ('plan', 'cheaper'):
             raise HingeError(f"fold {fold!r} must be 'plan' (the plan's merging pairs) or 'cheaper' (also every pair "
                              'that costs less folded).')
         if self.compressed:
             return self.model
+        self.controller.fold_cheaper = fold == 'cheaper'
         norms = self.controller.family_norms()
         search = (self.controller.search_threshold_legacy if self.config.legacy_search
                   else self.controller.search_threshold)
         self.threshold = search(norms, self.config.ratio, self.messages)
+        self.outcome['searched_ratio'] = self.controller.target_ratio(norms, self.threshold)
         kept = self.controller.kept(norms, self.threshold)
+        counts = torch.tensor([len(kept[fam]) for fam in self.hm.families])
         self.sizes = [fam.size for fam in self.hm.families]
         compress(self.hm.families, kept, self.model, self.config.legacy_search)
         self.kept = {index: kept[fam].tolist() for index, fam in enumerate(self.hm.families)}
         self.hm.retrace()
         if self.plan.merges:
             self.hm.merge()
-        if fold == 'cheaper':
+        if fold == 'cheaper' and self.latency is not None:
+            fold_pairs(self.hm, self.latency.folds_that_pay(counts))
+        elif fold == 'cheaper':
             self.fold_cheaper()
+        if self.latency is not None:
+            self.outcome.update(latency_report(self.latency, counts, fold == 'cheaper', self.model,
+                                                       self.hm.input_dim))
         unattainable = [line for line in self.messages.lines if 'not attainable' in line]
         if unattainable:
             warnings.warn(unattainable[-1], stacklevel=2)
@@ -156,13 +177,17 @@ class Hinge:
 
     def report(self) -> dict:
         """FLOPs and parameters of the baseline and now, and which convolutions the plan prunes, decomposes and
-        leaves alone, with (matrix, direction, groups kept, groups) per family once compressed."""
+        leaves alone, with (matrix, direction, groups kept, groups) per family once compressed, and the ratio the
+        threshold search reached (of the FLOPs with the plan's merges folded, or of the predicted latency); with
+        target 'latency' also the latency model's prediction for the compressed network next to its measured
+        time."""
         flops, params = self.hm.cost()
         result = {'flops': self.hm.baseline_flops, 'params': self.hm.baseline_params, 'flops_now': flops,
                   'params_now': params, 'flops_ratio': flops / self.hm.baseline_flops,
                   'params_ratio': params / self.hm.baseline_params, 'threshold': self.threshold,
                   'notes': list(self.plan.notes)}
         result.update(self.layers)
+        result.update(self.outcome)
         if self.kept is not None:
             result['kept'] = [(f.members[0].tensor, 'rows' if f.members[0].dim == 0 else 'columns', len(self.kept[i]),
                                size) for i, (f, size) in enumerate(zip(self.plan.families, self.sizes, strict=True))]

@@ -1,12 +1,17 @@
 """The search options of a Hinge compression, in one dataclass shared by the Python API and the command line.
 
 Field names, meanings and defaults are those of the command-line flags (`--ratio`, `--sparsity_regularizer`,
-...), except `optimizer`, whose library default is the method's proximal gradient ('PG'). `HingeConfig.create`
-refuses an unknown name or a value out of range with a HingeError (a ValueError) naming it and what would work.
+...), except `optimizer`, whose library default is the method's proximal gradient ('PG'), `latency_batch`, whose
+library default None times the layers at the example's batch size (the command line's is 64), and `latency_cache`,
+a json file that keeps the measured layer times (None: memory only; the command line keeps them in the run
+directory). `target` is what `ratio` is a fraction of: 'flops', or 'latency' (measured times, see latency.py).
+`HingeConfig.create` refuses an unknown name or a value out of range with a HingeError (a ValueError) naming it
+and what would work.
 """
 
 import math
 from dataclasses import dataclass, fields
+from os import PathLike
 from typing import Any
 
 from model_hinge.errors import HingeError
@@ -14,17 +19,19 @@ from model_hinge.errors import HingeError
 INIT_METHODS = ('svd', 'svd2', 'p-identity', 'p-random', 't-random', 'p-disturbance-u', 'p-disturbance-n')
 REGULARIZERS = ('l0', 'l1', 'l1-2', 'l1d2', 'logsum')
 CHOICES = {'sparsity_regularizer': REGULARIZERS, 'init_method': INIT_METHODS, 'lr_adjust_method': ('p1', 'p2'),
-           'optimizer': ('PG', 'SGD'), 'target': ('flops',)}
+           'optimizer': ('PG', 'SGD'), 'target': ('flops', 'latency')}
 
 # Allowed ranges: (low, high, low excluded, high excluded, why); None for no bound.
 RANGES = {
-    'ratio': (0, 1, True, False, ' (the target FLOPs fraction)'),
+    'ratio': (0, 1, True, False, ' (the target fraction of the FLOPs or latency)'),
     'regularization_factor': (0, None, True, False, ''), 'q': (0, None, True, False, ' (the q of the l2,q penalty)'),
     'prox_freq': (1, None, False, False, ''), 'remain_percentage': (0, 1, True, False, ''),
     'annealing_factor': (0, None, False, False, ' (0 turns annealing off)'),
     'annealing_t1': (0, None, False, False, ''), 'annealing_t2': (0, None, False, False, ''),
     'threshold': (0, None, False, False, ''), 'stop_limit': (0, None, False, False, ''),
+    'latency_batch': (1, None, False, False, ' (the batch size the layers are timed at)'),
 }
+OPTIONAL = ('latency_batch',)  # None is allowed too: the API's default (the example's batch size)
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,8 @@ class HingeConfig:
     optimizer: str = 'PG'
     legacy_search: bool = False
     target: str = 'flops'
+    latency_batch: int | None = None
+    latency_cache: str | PathLike | None = None
 
     @classmethod
     def create(cls, **options: Any) -> 'HingeConfig':
@@ -71,9 +80,12 @@ class HingeConfig:
             if getattr(self, name) not in allowed:
                 raise HingeError(f'{name} {getattr(self, name)!r} is not one of {", ".join(allowed)}.')
         for name, bounds in RANGES.items():
-            problem = out_of_range(name, getattr(self, name), *bounds)
+            value = getattr(self, name)
+            problem = None if value is None and name in OPTIONAL else out_of_range(name, value, *bounds)
             if problem:
                 raise HingeError(problem)
+        if self.latency_cache is not None and not isinstance(self.latency_cache, (str, PathLike)):
+            raise HingeError(f'latency_cache {self.latency_cache!r} must be a file path (str or os.PathLike) or None.')
 
 
 def out_of_range(name: str, value: Any, low, high, low_open: bool, high_open: bool, why: str) -> str | None:

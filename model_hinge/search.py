@@ -3,7 +3,8 @@
 Per batch: the group penalty (one term per role), its annealing, the gradient-ratio lr adjustment and the
 proximal step, each vectorised over all layers. Per epoch: the FLOPs ratio the network would have if
 compressed now (in the merged view where the plan merges), from channel counts alone. At the end: the
-threshold search and the compression report.
+threshold search and the compression report. With config.target 'latency' the ratio the search aims at is
+that of a LatencyModel (latency.py: measured per-layer times of the deployable network) instead of FLOPs.
 """
 
 import torch
@@ -12,7 +13,9 @@ from model_hinge import prox
 from model_hinge.config import HingeConfig
 from model_hinge.core import HingeModel
 from model_hinge.counting import CostPolynomial, SurvivorCounter
+from model_hinge.errors import HingeError
 from model_hinge.groups import GroupBank, GroupFamily, exact_norms_of, split_into_banks
+from model_hinge.latency import LatencyModel
 from model_hinge.surgery import kept_groups
 
 RATIO_MOMENTUM = 0.9
@@ -45,8 +48,11 @@ def search_param_groups(hm: HingeModel, lr: float, lr_ratio: float, legacy: bool
 class SearchController:
     """Penalty, annealing, lr adjustment and proximal steps for one Hinge model."""
 
-    def __init__(self, hm: HingeModel, config: HingeConfig, layer_weights: list[float] | None):
-        """`config` may also be any object with the config's attribute names (a parsed command line)."""
+    def __init__(self, hm: HingeModel, config: HingeConfig, layer_weights: list[float] | None,
+                 latency: LatencyModel | None = None):
+        """`config` may also be any object with the config's attribute names (a parsed command line); `latency`
+        is the LatencyModel that target 'latency' needs. `fold_cheaper`: the latency target counts every pair the
+        plan keeps apart at the cheaper of its two forms (as the default compression folds them)."""
         config = config if isinstance(config, HingeConfig) else HingeConfig.from_namespace(config)
         self.hm, self.config, self.policy = hm, config, hm.policy
         self.roles = self.policy.roles
@@ -61,6 +67,7 @@ class SearchController:
         self.penalty = torch.zeros(self.roles, device=self.device)
         previous = getattr(hm.net, 'running_grad_ratio', None)
         self.grad_ratio = previous.clone() if previous is not None else torch.ones((), device=self.device)
+        self.latency, self.fold_cheaper = latency, not config.legacy_search
 
     def _effective_weights(self, layer_weights: list[float] | None) -> dict | None:
         """Layer weights per family, with the original's quirks under --legacy_search."""
@@ -238,17 +245,33 @@ class SearchController:
         """The smallest FLOPs ratio compression can reach: every family keeps only --remain_percentage of its
         groups (its partner as many under --p1_p2_same_ratio)."""
         distinct = {f: torch.arange(f.size, 0, -1, dtype=torch.float32) for f in self.hm.families}
-        return self.ratio_at(distinct, float('inf'))
+        return self.target_ratio(distinct, float('inf'))
 
     def ratio_at(self, norms: dict | SurvivorCounter, threshold: float) -> float:
         return self.cost(norms, threshold)[0] / self.hm.baseline_flops
 
+    def target_ratio(self, norms: dict | SurvivorCounter, threshold: float) -> float:
+        """The ratio the search aims at, at `threshold`: FLOPs, or predicted latency with target 'latency'."""
+        counter = norms if isinstance(norms, SurvivorCounter) else self.survivors(norms)
+        if self.config.target == 'flops':
+            return self.ratio_at(counter, threshold)
+        return float(self.latency_model().ratio(counter.counts(threshold), self.fold_cheaper))
+
+    def latency_model(self) -> LatencyModel:
+        """The LatencyModel given to this controller (target 'latency' cannot work without one)."""
+        if self.latency is None:
+            raise HingeError("target 'latency' needs measured layer times, and this search was given none; pass a "
+                             'model_hinge.latency.LatencyModel or use target flops.')
+        return self.latency
+
     def search_threshold(self, norms: dict, target: float, log) -> float:
         """The threshold whose FLOPs ratio is closest to `target`, by bisection over the thresholds at
-        which the kept channels change (midpoints between consecutive distinct group norms)."""
-        values = torch.unique(torch.cat([n for f, n in norms.items() if f.cuts]).double())
-        candidates = [0.0] + ((values[1:] + values[:-1]) / 2).tolist() + [float(values[-1]) * 2 + 1]
+        which the kept channels change (midpoints between consecutive distinct group norms); with target
+        'latency', the closest of all those thresholds by predicted latency."""
+        candidates = threshold_candidates(norms)
         counter = self.survivors(norms)
+        if self.config.target == 'latency':
+            return self._closest_latency(counter, candidates, target, log)
         lo, hi, iteration = 0, len(candidates) - 1, 0
         ratios: dict[int, float] = {}
 
@@ -276,6 +299,21 @@ class SearchController:
                       f'steps here); the closest attainable ratio is {ratio(best):.4f}.')
         return candidates[best]
 
+    def _closest_latency(self, counter: SurvivorCounter, candidates: list[float], target: float, log) -> float:
+        """The candidate threshold whose predicted latency ratio is closest to `target` (every candidate is
+        evaluated: measured times need not fall monotonically with the channels kept)."""
+        model = self.latency_model()
+        ratios = model.ratio(torch.stack([counter.counts(t) for t in candidates]), self.fold_cheaper)
+        best = int(torch.argmin((ratios - target).abs()))
+        reached = float(ratios[best])
+        log.write(f'Latency search over {len(candidates)} thresholds: threshold={candidates[best]:2.8f}, '
+                  f'status={reached:2.4f}, latency={reached * model.baseline * 1e3:.2f} ms per batch (baseline '
+                  f'{model.baseline * 1e3:.2f} ms), flops={self.cost(counter, candidates[best])[0]}.')
+        if abs(reached - target) > THRESHOLD_TOLERANCE:
+            log.write(f'The ratio {target} is not attainable within {THRESHOLD_TOLERANCE} (channels come in coarser '
+                      f'steps here); the closest attainable ratio is {reached:.4f}.')
+        return candidates[best]
+
     def search_threshold_legacy(self, norms: dict, target: float, log) -> float:
         """The original's threshold walk: steps of 0.01 from --threshold, halved at each crossing, at most
         100 iterations, stopping within 0.001 of the target."""
@@ -284,7 +322,7 @@ class SearchController:
         while abs(status - target) > THRESHOLD_TOLERANCE and iteration <= 100:
             previous = status
             flops = self.cost(counter, threshold)[0]
-            status = flops / self.hm.baseline_flops
+            status = self.target_ratio(counter, threshold)
             log.write(f'Iter {iteration}: current step={step:1.4f}, current threshold={threshold:2.8f}, '
                       f'status={status:2.4f}, flops={flops}.')
             if abs(status - target) <= THRESHOLD_TOLERANCE:
@@ -299,6 +337,12 @@ class SearchController:
             if status <= 0:
                 break
         return threshold
+
+
+def threshold_candidates(norms: dict) -> list[float]:
+    """0, the midpoints between consecutive distinct group norms, and a threshold above them all."""
+    values = torch.unique(torch.cat([n for f, n in norms.items() if f.cuts]).double())
+    return [0.0] + ((values[1:] + values[:-1]) / 2).tolist() + [float(values[-1]) * 2 + 1]
 
 
 def compression_report(hm: HingeModel, norms: dict, kept: dict, threshold: float, epoch_continue: int,

@@ -14,6 +14,10 @@ sections are kept as they were; the latency section exists once per --size):
 
 Timings, not tests; medians of several repeats, because the machine may be shared.
 
+With `--target latency`, the latency section instead compresses ResNet-20/56 with target 'latency' and with
+target 'flops' at --ratio and times the exported programs at --latency_batch against the baselines'
+(scripts/benchmark_target.py; section `latency-target`).
+
 With `--original PATH` (a checkout of the original code, ofsoundof/group_sparsity) the script instead measures
 both codes side by side on real data (scripts/benchmark_original.py: its options, shims and method) and writes
 the section `original`.
@@ -22,6 +26,7 @@ the section `original`.
     python scripts/benchmark.py --original PATH --data DIR [--depths 20 56 164] [--batch_sizes 64 128] ...
       stages:  [--depth 56] [--batch_size 128] [--precision single|bf16]
       latency: [--size paper|small] [--models NAME ...] [--latency_batch 256] [--repeat 5] [--ratio 0.5]
+               [--target flops|latency]
 """
 
 import argparse
@@ -385,6 +390,8 @@ def main() -> None:
     parser.add_argument('--threads', type=int, default=0,
                         help="CPU threads for torch and ONNX Runtime (0: torch's default; 1 is steadier on a busy "
                              'machine)')
+    parser.add_argument('--target', default='flops', choices=['flops', 'latency'],
+                        help='latency: the target-latency benchmark (scripts/benchmark_target.py) instead')
     parser.add_argument('--out', default=str(ROOT / 'docs' / 'benchmark.md'))
     opts = parser.parse_args()
     if opts.threads:
@@ -392,6 +399,14 @@ def main() -> None:
     device = torch.device(opts.device)
     out = Path(opts.out)
     text = out.read_text() if out.is_file() else '# Benchmarks\n'
+    if opts.section == 'latency' and opts.target == 'latency':
+        import benchmark_target
+
+        text = replace_section(text, 'latency-target', benchmark_target.target_section(opts, device,
+                                                                                        machine_line(device)))
+        save_text(text, out)
+        print(text)
+        return
     for name, section in (('stages', stages_section), ('latency', latency_section)):
         if opts.section in (name, 'all'):
             marker = f'latency-{opts.size}' if name == 'latency' else name    # one latency section per size

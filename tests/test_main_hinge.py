@@ -535,8 +535,9 @@ def test_n_gpus_beyond_what_the_machine_holds_is_refused_before_anything_starts(
 
 
 def test_test_only_exports_the_evaluated_network(small_demo, tmp_path, monkeypatch):
-    """--export writes what --test_only evaluates: the plan's merges folded (with --export_merge cheaper also
-    every cheaper pair), its FLOPs those of results.json, its outputs the checkpoint's network's."""
+    """--export writes what --test_only evaluates: the plan's merges folded (by default also every cheaper pair;
+    --export_merge plan folds only the plan's), its FLOPs those of results.json, its outputs the checkpoint's
+    network's."""
     from conftest import hinge_model, zero_groups
     from model_hinge.surgery import compress
     from utils import export
@@ -549,8 +550,8 @@ def test_test_only_exports_the_evaluated_network(small_demo, tmp_path, monkeypat
     compress(hm.families, kept, hm.net)
     save_torch(hm.net.state_dict(), tmp_path / 'compressed.pt')
     argv = f'{flags} --test_only --pretrain {tmp_path / "compressed.pt"}'
-    r = _run(f'{argv} --save plan --export {tmp_path / "plan"}', tmp_path)
-    c = _run(f'{argv} --save cheaper --export {tmp_path / "cheaper"} --export_merge cheaper', tmp_path)
+    r = _run(f'{argv} --save plan --export {tmp_path / "plan"} --export_merge plan', tmp_path)
+    c = _run(f'{argv} --save cheaper --export {tmp_path / "cheaper"}', tmp_path)     # cheaper: the default
     plan, cheaper = (json.loads((tmp_path / d / 'export.json').read_text()) for d in ('plan', 'cheaper'))
     assert (plan['flops'], plan['params']) == (r['flops_compressed'], r['params_compressed'])
     assert plan['folded_beyond_plan'] == [] and cheaper['folded_beyond_plan'] == ['layer3.0.conv2']

@@ -1,0 +1,164 @@
+"""Benchmark of --target latency: does a latency ratio of 0.5 give half the baseline's measured time?
+
+`python scripts/benchmark.py --section latency --target latency` runs this and writes the section
+`latency-target` of docs/benchmark.md. For ResNet-20 and ResNet-56 compressed with Hinge_ResNet_Basic_SVD
+(decomposition only) and Hinge_ResNet_Basic (pruning and decomposition), from random weights with random
+per-layer norm scales as in the latency section, it compresses once with target 'flops' and once with target
+'latency' at the same ratio, folds the pairs that do not pay (by FLOPs, or by the latency model), exports
+baseline and compressed network with torch.export, and times both programs at the latency batch (alternating,
+median of the repeats). The latency model is built in the same process, on the same device and threads, in the
+layout the exported programs run (contiguous). A row meets the issue's target when the measured time of the
+compressed program is within 10 % of ratio x the baseline program's.
+"""
+
+import argparse
+import copy
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+import option
+from model import build_baseline
+from model_hinge import adapter_for
+from model_hinge.complexity import ComplexityModel
+from model_hinge.core import HingeModel
+from model_hinge.latency import CachedTimer, DeviceTimer, LatencyModel, fold_pairs
+from model_hinge.search import SearchController
+from model_hinge.surgery import compress
+from utils.export import FILES, export_network, load_runner
+from utils.rundir import ConsoleLog
+
+INPUT = (3, 32, 32)
+NETWORKS = (('Hinge_ResNet_Basic_SVD', 20), ('Hinge_ResNet_Basic', 20), ('Hinge_ResNet_Basic_SVD', 56),
+            ('Hinge_ResNet_Basic', 56))
+TOLERANCE = 0.10
+
+
+class Quiet(ConsoleLog):
+    def write(self, text: str) -> None:
+        pass
+
+
+def converted(model: str, depth: int, target: str) -> tuple[nn.Module, HingeModel, argparse.Namespace]:
+    """(baseline, its converted copy, flags) from one seeded random baseline."""
+    args = option.parse_args(f'--template CIFAR10 --model {model} --depth {depth} --downsample_type A '
+                             f'--target {target}'.split())
+    adapter = adapter_for(model)
+    torch.manual_seed(0)
+    baseline = build_baseline(args, adapter.baseline).eval()
+    net = copy.deepcopy(baseline)
+    return baseline, HingeModel(net, adapter.plan(net), INPUT, args.init_method), args
+
+
+def random_norms(controller: SearchController) -> dict:
+    """The group norms scaled per layer by a random factor, so that layers keep different fractions."""
+    generator = torch.Generator().manual_seed(1)
+    return {f: n * float(torch.empty(1).uniform_(-1.5, 1.5, generator=generator).exp())
+            for f, n in controller.family_norms().items()}
+
+
+def compressed(model: str, depth: int, target: str, opts: argparse.Namespace,
+               device: torch.device) -> tuple[nn.Module, nn.Module, dict]:
+    """(baseline, deployable compressed network, numbers): searched to opts.ratio of the target, with the pairs
+    that do not pay folded."""
+    baseline, hm, args = converted(model, depth, target)
+    latency, numbers = None, {}
+    if target == 'latency':
+        timer = CachedTimer(DeviceTimer(opts.latency_batch, device))
+        start = time.perf_counter()
+        latency = LatencyModel(hm, timer)
+        numbers.update(build_seconds=time.perf_counter() - start, timings=timer.measured)
+    controller = SearchController(hm, args, None, latency)
+    norms = random_norms(controller)
+    threshold = controller.search_threshold(norms, opts.ratio, Quiet())
+    kept = controller.kept(norms, threshold)
+    counts = torch.tensor([len(kept[f]) for f in hm.families])
+    if latency is not None:
+        numbers.update(minimum=controller.minimum_ratio(), predicted=float(latency.ratio(counts)),
+                       predicted_ms=float(latency.seconds(counts)) * 1e3)
+    pairs = latency.folds_that_pay(counts) if latency is not None else None
+    compress(hm.families, kept, hm.net)
+    hm.retrace()
+    if pairs is None:
+        hm.merge_where_cheaper()
+    else:
+        fold_pairs(hm, pairs)
+    return baseline, hm.net, numbers
+
+
+def programs(nets: list[nn.Module], folder: Path, device: torch.device) -> list:
+    """The networks exported with torch.export and loaded back as a user would."""
+    runs = []
+    for i, net in enumerate(nets):
+        export_network(copy.deepcopy(net).eval(), INPUT, folder / str(i), {}, ('pt2',))
+        runs.append(load_runner('pt2', folder / str(i) / FILES['pt2'], device))
+    return runs
+
+
+def alternating_seconds(runs: list, device: torch.device, batch: int, repeat: int) -> list[float]:
+    """Median seconds per batch of each callable, timed in turn (so that load changes hit all alike)."""
+    x = torch.randn(batch, *INPUT, device=device)
+    times: list[list[float]] = [[] for _ in runs]
+    with torch.inference_mode():
+        for run in runs:
+            for _ in range(3):
+                run(x)
+        for _ in range(repeat):
+            for run, seconds in zip(runs, times, strict=True):
+                if device.type == 'cuda':
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                run(x)
+                if device.type == 'cuda':
+                    torch.cuda.synchronize(device)
+                seconds.append(time.perf_counter() - start)
+    return [statistics.median(s) for s in times]
+
+
+def row(model: str, depth: int, target: str, opts: argparse.Namespace, device: torch.device) -> list[str]:
+    """One table row: search, compression, export and timing of one network for one target."""
+    baseline, small, numbers = compressed(model, depth, target, opts, device)
+    flops = ComplexityModel.trace(small, INPUT).flops() / ComplexityModel.trace(baseline, INPUT).flops()
+    with tempfile.TemporaryDirectory() as tmp:
+        base_s, small_s = alternating_seconds(programs([baseline, small], Path(tmp), device), device,
+                                              opts.latency_batch, opts.repeat)
+    measured = small_s / base_s
+    within = abs(measured / opts.ratio - 1) <= TOLERANCE
+    latency = target == 'latency'
+    cells = [f'{model} (ResNet-{depth})', target, f'{flops:.3f}',
+             f'{numbers["minimum"]:.3f}' if latency else '–', f'{numbers["predicted"]:.3f}' if latency else '–',
+             f'{base_s * 1e3:.1f}', f'{small_s * 1e3:.1f}', f'{measured:.3f}', 'yes' if within else 'no',
+             f'{numbers["predicted_ms"] / (small_s * 1e3) - 1:+.1%}' if latency else '–',
+             f'{numbers["build_seconds"]:.1f} ({numbers["timings"]})' if latency else '–']
+    print(' | '.join(cells), flush=True)
+    return cells
+
+
+def target_section(opts: argparse.Namespace, device: torch.device, machine: str) -> list[str]:
+    """The section `latency-target`: both targets on every network of NETWORKS."""
+    load_before = os.getloadavg()
+    rows = [row(model, depth, target, opts, device) for model, depth in NETWORKS for target in ('flops', 'latency')]
+    load_after = os.getloadavg()
+    command = (f'python scripts/benchmark.py --section latency --target latency --device {device.type} '
+               f'--latency_batch {opts.latency_batch} --repeat {opts.repeat} --ratio {opts.ratio} '
+               f'--threads {opts.threads}')
+    return [f'## Target latency: ratio {opts.ratio} of the measured time, torch.export, batch {opts.latency_batch}',
+            '', machine, f'Command: `{command}`',
+            f'Load average (1 min) before/after: {load_before[0]:.2f} / {load_after[0]:.2f}.', '',
+            f'Each network is compressed from random weights (random per-layer norm scales) to {opts.ratio} of its '
+            'FLOPs (target flops: the threshold search counts FLOPs, the pairs that cost fewer FLOPs folded are '
+            'folded) or of its latency (target latency: the latency model of model_hinge/latency.py, built here, '
+            'the pairs it finds faster folded are folded); baseline and compressed network are exported with '
+            f'torch.export and timed at batch {opts.latency_batch}, alternating, median of {opts.repeat}. '
+            f'"Within 10 %": the compressed program took {opts.ratio} x the baseline program\'s time, +-10 %. '
+            '"Minimum": the smallest latency ratio the plan can reach (every layer at --remain_percentage). '
+            '"Prediction error": the model\'s time for the compressed network against the measured program time. '
+            '"Model": seconds to build the latency model (its timings).', '',
+            '| network | target | FLOPs ratio | minimum (model) | predicted ratio | baseline ms | compressed ms | '
+            'measured ratio | within 10 % | prediction error | model s (timings) |', '|' + '---|' * 11]\
+        + ['| ' + ' | '.join(r) + ' |' for r in rows]
