@@ -24,7 +24,7 @@ ResNets the convolutions that write the residual channels (the stem and every bl
 left to it unpruned; it prunes the inner channels of every block. A method that fails on a network (Torch-Pruning
 on shufflenet_v2: ZeroDivisionError) becomes a row note. Torch-Pruning is optional (requirements-bench.txt).
 
-    python scripts/compare_peers.py [--nets resnet20 resnet56 resnet18 mobilenet_v2] [--seeds 0 1 2] [--epochs 4]
+    python scripts/compare_peers.py [--nets resnet20 resnet56 resnet18 mobilenet_v2] [--seeds 0 1 2] [--epochs 3]
         [--methods baseline hinge tp_magnitude tp_groupnorm] [--device cpu|cuda] [--threads N]
         [--out runs/peers] [--doc docs/peers.md] [--dry-run]
 """
@@ -70,7 +70,11 @@ PAPER_FLAGS = {
 }
 COMMON_FLAGS = dict(init_method='svd2', threshold=5e-3, stop_limit=0.1, p1_p2_same_ratio=True, layer_balancing=True)
 DRY = dict(images=16, batch=8, epochs=2)
-DEFAULT_EPOCHS = 4          # the default run (4 networks, 3 seeds) in about an hour on 2 idle cores (estimated)
+# The default budget: one epoch of ResNet-20/56, resnet18, mobilenet_v2 took 23/123/52/35 s with one thread on the
+# shared 2-core machine while others ran (load 3-7). With 4 trainings of E epochs per network and seed, the pruning
+# loops, evaluations and throughput, E = 3 makes the default run (4 networks, 3 seeds) about 2.8 h at those speeds
+# and, at about 3x (idle, 2 threads), about an hour on 2 idle cores: an estimate, no idle hour was there to time it.
+DEFAULT_EPOCHS = 3
 
 
 # ----------------------------------------------------------------------------------------------------------------
