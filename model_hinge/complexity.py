@@ -171,20 +171,28 @@ class ComplexityModel:
         """The summands of `flops`: one per counted module, and a correction per merged pair."""
         terms = [module_flops(e, shape_of) for e in self.counted]
         for conv, matrix in merges:
-            first, second = self.entry[conv], self.entry[matrix]
-            terms += [first.spatial * prod(_merged_weight_shape(conv, matrix, shape_of)),
-                      -module_flops(first, shape_of), -module_flops(second, shape_of)]
+            terms += self.fold_flops_terms(conv, matrix, shape_of)
         return terms
+
+    def fold_flops_terms(self, conv: nn.Conv2d, matrix: nn.Conv2d, shape_of: ShapeOf) -> list:
+        """What folding the pair (conv, matrix) into one convolution changes in `flops`, as summands."""
+        first, second = self.entry[conv], self.entry[matrix]
+        return [first.spatial * prod(_merged_weight_shape(conv, matrix, shape_of)),
+                -module_flops(first, shape_of), -module_flops(second, shape_of)]
 
     def params_terms(self, shape_of: ShapeOf, merges: Merges) -> list:
         """The summands of `params`: one per trainable tensor, and the merged pairs' corrections."""
         terms = [prod(shape_of(p)) for p in self.net.parameters() if p.requires_grad]
         for conv, matrix in merges:
-            own = [p for m in (conv, matrix) for p in m.parameters() if p.requires_grad]
-            merged_shape = _merged_weight_shape(conv, matrix, shape_of)
-            has_bias = conv.bias is not None or matrix.bias is not None
-            terms += [prod(merged_shape), merged_shape[0] if has_bias else 0] + [-prod(shape_of(p)) for p in own]
+            terms += self.fold_params_terms(conv, matrix, shape_of)
         return terms
+
+    def fold_params_terms(self, conv: nn.Conv2d, matrix: nn.Conv2d, shape_of: ShapeOf) -> list:
+        """What folding the pair (conv, matrix) into one convolution changes in `params`, as summands."""
+        own = [p for m in (conv, matrix) for p in m.parameters() if p.requires_grad]
+        merged_shape = _merged_weight_shape(conv, matrix, shape_of)
+        has_bias = conv.bias is not None or matrix.bias is not None
+        return [prod(merged_shape), merged_shape[0] if has_bias else 0] + [-prod(shape_of(p)) for p in own]
 
 
 def _merged_weight_shape(conv: nn.Conv2d, matrix: nn.Conv2d, shape_of: ShapeOf) -> tuple:

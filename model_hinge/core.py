@@ -234,14 +234,17 @@ class HingeModel:
         dense convolution.
         """
         current = self.complexity.flops()
-        chosen = []
-        for insertion in self.plan.insertions:
-            if insertion.merge or insertion in self.folded:
-                continue
-            conv, matrix = self.net.get_submodule(insertion.conv_path), self.net.get_submodule(insertion.matrix_path)
-            if conv.groups == 1 and self.complexity.flops(merges=[(conv, matrix)]) < current:
-                chosen.append(insertion)
-        return chosen
+        return [i for i, pair in zip(self.foldable(), self.foldable_pairs(), strict=True)
+                if self.complexity.flops(merges=[pair]) < current]
+
+    def foldable(self) -> list[Insertion]:
+        """The insertions the plan keeps apart that could be folded: not folded yet, ungrouped conv."""
+        return [i for i in self.plan.insertions if not i.merge and i not in self.folded
+                and self.net.get_submodule(i.conv_path).groups == 1]
+
+    def foldable_pairs(self) -> Merges:
+        """The (conv, A) modules of foldable()."""
+        return [(self.net.get_submodule(i.conv_path), self.net.get_submodule(i.matrix_path)) for i in self.foldable()]
 
     def merge_where_cheaper(self) -> list[Insertion]:
         """The deployable network with the fewest FLOPs: the plan's merges folded (if not yet), then every pair

@@ -58,18 +58,32 @@ class SurvivorCounter:
 
 
 class CostPolynomial:
-    """FLOPs and parameters of the network with r_f groups removed from each family f, as polynomials of r."""
+    """FLOPs and parameters of the network with r_f groups removed from each family f, as polynomials of r.
 
-    def __init__(self, families: list[GroupFamily], complexity: ComplexityModel, merges: Merges):
+    Each pair of `foldable` is counted at the cheaper of its two forms (conv and A apart, or folded into one
+    convolution), as compression then folds it: the FLOPs change of folding it is a polynomial too, and it is
+    applied where it is negative.
+    """
+
+    def __init__(self, families: list[GroupFamily], complexity: ComplexityModel, merges: Merges,
+                 foldable: Merges = ()):
         self.sizes = torch.tensor([f.size for f in families], dtype=torch.float64)
         shape_of = symbolic_shape_of(families)
         self.flops = Polynomial.total(complexity.flops_terms(shape_of, merges)).compile()
         self.params = Polynomial.total(complexity.params_terms(shape_of, merges)).compile()
+        self.folds = [(Polynomial.total(complexity.fold_flops_terms(conv, a, shape_of)).compile(),
+                       Polynomial.total(complexity.fold_params_terms(conv, a, shape_of)).compile())
+                      for conv, a in foldable]
 
     def __call__(self, counts: torch.Tensor) -> tuple[int, int]:
         """(FLOPs, params) when each family keeps `counts` groups."""
         removed = self.sizes - counts.double()
-        return round(float(self.flops(removed))), round(float(self.params(removed)))
+        flops, params = float(self.flops(removed)), float(self.params(removed))
+        for fold_flops, fold_params in self.folds:
+            change = float(fold_flops(removed))
+            if change < 0:
+                flops, params = flops + change, params + float(fold_params(removed))
+        return round(flops), round(params)
 
 
 def symbolic_shape_of(families: list[GroupFamily]):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import SMALL, hinge_model, reference_flops
-from model_hinge.complexity import Polynomial
-from model_hinge.counting import SurvivorCounter
+from model_hinge.complexity import ComplexityModel, Polynomial
+from model_hinge.counting import CostPolynomial, SurvivorCounter
 from model_hinge.search import SearchController
 from model_hinge.surgery import compress, kept_groups, select_kept
 
@@ -82,3 +82,19 @@ def test_the_cost_follows_the_network_after_compression():
     hm.retrace()
     smaller = controller.family_norms()
     assert controller.cost(smaller, 0.0) == hm.cost() != before
+
+
+def test_foldable_pairs_are_counted_at_their_cheaper_form():
+    """Families keeping all their groups make folding pay, those keeping few do not: the polynomial with the
+    foldable pairs gives the counted FLOPs and parameters of the network compressed and then folded where cheaper."""
+    hm, _ = hinge_model(SMALL['Hinge_ResNet_Basic_SVD'], init='p-identity')
+    kept = {f: torch.arange(f.size if i % 3 == 0 else max(1, f.size // 4)) for i, f in enumerate(hm.families)}
+    counts = torch.tensor([len(kept[f]) for f in hm.families])
+    predicted = CostPolynomial(hm.families, hm.complexity, hm.merge_pairs(), hm.foldable_pairs())(counts)
+    apart = CostPolynomial(hm.families, hm.complexity, hm.merge_pairs())(counts)
+    compress(hm.families, kept, hm.net)
+    hm.retrace()
+    assert len(hm.merge_where_cheaper()) > 0
+    counted = ComplexityModel.trace(hm.net, (3, 32, 32))
+    assert predicted == (counted.flops(), counted.params())
+    assert predicted[0] < apart[0]
