@@ -34,6 +34,35 @@ def small_demo(monkeypatch):
     monkeypatch.setattr(demo, 'N_TEST', 160)
 
 
+@pytest.fixture
+def tiny_demo(monkeypatch):
+    """The demo set shrunk further: at --batch_size 16, the 5 training batches and 1 test batch of an epoch of
+    small_demo at --batch_size 64, on a quarter of the images."""
+    from data import demo
+
+    monkeypatch.setattr(demo, 'N_TRAIN', 80)
+    monkeypatch.setattr(demo, 'N_TEST', 40)
+
+
+def unrendered_save(fig, path, **kwargs) -> None:
+    """utils.plot._save without the rendering: the figure is built and closed and its file written empty."""
+    import matplotlib.pyplot as plt
+
+    from utils.io import write_bytes_atomic
+
+    plt.close(fig)
+    write_bytes_atomic(path, b'')
+
+
+@pytest.fixture
+def unrendered_plots(monkeypatch):
+    """Runs write every plot file, empty: rendering them is most of a demo run's time (tests/test_report.py
+    renders them)."""
+    from utils import plot
+
+    monkeypatch.setattr(plot, '_save', unrendered_save)
+
+
 def make_args(argv: str, **overrides):
     """Parse a command line as main_hinge.py does, then override attributes."""
     args = option.parse_args(argv.split())

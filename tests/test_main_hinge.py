@@ -11,9 +11,14 @@ import pytest
 import torch
 
 import main_hinge
-from conftest import CIFAR_SUBSET, FIXTURES, ROOT, reference_flops
-from data import cifar
+from conftest import CIFAR_SUBSET, FIXTURES, ROOT, reference_flops, unrendered_save
+from data import cifar, demo
+from utils import plot
 from utils.io import load_torch, save_torch
+
+# Every run writes its plot files empty (rendering them is most of a demo run's time; tests/test_report.py renders
+# them), and the training runs use the tiny demo set at --batch_size 16: 5 batches an epoch, 1 test batch.
+pytestmark = pytest.mark.usefixtures('unrendered_plots')
 
 RESULT_KEYS = {'model', 'dataset', 'stage', 'epoch', 'flops', 'params', 'flops_compressed', 'params_compressed',
                'flops_ratio', 'params_ratio', 'threshold', 'top1_err', 'top5_err', 'best_top1_err', 'loss',
@@ -176,17 +181,18 @@ def test_original_checkpoints_of_another_architecture_are_refused(shared, tmp_pa
         assert 'another architecture' in capsys.readouterr().err and not (tmp_path / 'runs').exists()
 
 
-def test_cli_process_exit_codes(tmp_path):
+def test_cli_process_exit_codes(tmp_path, capsys):
     done = subprocess.run([sys.executable, str(ROOT / 'main_hinge.py'), '--model', 'nope', '--dir_save', str(tmp_path)],
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.startswith('main_hinge.py: error: --model nope')
     assert 'Traceback' not in done.stderr
-    done = subprocess.run([sys.executable, str(ROOT / 'main_hinge.py'), '--help'], capture_output=True, text=True)
-    assert done.returncode == 0 and 'Hinge compression:' in done.stdout
+    with pytest.raises(SystemExit) as exit_help:      # in this process: the same parser, without a second start-up
+        main_hinge.main(['--help'])
+    assert exit_help.value.code == 0 and 'Hinge compression:' in capsys.readouterr().out
 
 
-def test_training_then_test_only_reproduces_the_logged_error(shared, tmp_path):
-    argv = f'--template CIFAR10 --model ResNet --depth 8 --downsample_type A --dir_data {CIFAR_SUBSET} --batch_size 128'
+def test_training_then_test_only_reproduces_the_logged_error(tiny_demo, tmp_path):
+    argv = '--template Demo --model ResNet --depth 8 --downsample_type A --batch_size 16'
     trained = _run(f'{argv} --epochs 1 --save train', tmp_path)
     assert trained['stage'] == 'baseline' and trained['epoch'] == 1
     files = {p.name for p in (tmp_path / 'runs' / 'train').rglob('*')}
@@ -197,14 +203,21 @@ def test_training_then_test_only_reproduces_the_logged_error(shared, tmp_path):
     assert tested['loss'] == pytest.approx(trained['loss'], rel=1e-6)
 
 
-def _baseline(tmp_path) -> str:
-    _run('--template Demo --model ResNet --depth 8 --downsample_type A --epochs 2 --batch_size 64 --save base',
-         tmp_path)
-    return str(tmp_path / 'runs' / 'base' / 'model' / 'model_latest.pt')
+@pytest.fixture(scope='module')
+def trained_resnet8(tmp_path_factory) -> str:
+    """A ResNet-8 trained for 2 epochs on the tiny demo set, once for the tests that start from it."""
+    root = tmp_path_factory.mktemp('baseline')
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(demo, 'N_TRAIN', 80)
+        patch.setattr(demo, 'N_TEST', 40)
+        patch.setattr(plot, '_save', unrendered_save)
+        _run('--template Demo --model ResNet --depth 8 --downsample_type A --epochs 2 --batch_size 16 --save base',
+             root)
+    return str(root / 'runs' / 'base' / 'model' / 'model_latest.pt')
 
 
 HINGE = ('--template Demo --model {model} --depth 8 --downsample_type A --pretrain {pretrain} --teacher {pretrain} '
-         '--batch_size 64 --epochs 2 --decay hingestep-50 --lr 0.1 --lr_ratio 0.01 --lr_factor 0.1 --optimizer PG '
+         '--batch_size 16 --epochs 2 --decay hingestep-50 --lr 0.1 --lr_ratio 0.01 --lr_factor 0.1 --optimizer PG '
          '--ratio 0.5 --regularization_factor 3 --stop_limit 0.1 --p1_p2_same_ratio --layer_balancing '
          '--distillation')
 
@@ -232,8 +245,8 @@ def _counted_flops(flags: str, checkpoint: Path) -> tuple[int, int]:
     return reference_flops(baseline, (3, 32, 32)), reference_flops(net, (3, 32, 32))
 
 
-def test_resuming_both_stages_equals_an_uninterrupted_run(small_demo, tmp_path):
-    pretrain = _baseline(tmp_path)
+def test_resuming_both_stages_equals_an_uninterrupted_run(tiny_demo, tmp_path, trained_resnet8):
+    pretrain = trained_resnet8
     argv = HINGE.format(model='Hinge_ResNet_Basic_SVD', pretrain=pretrain)
     whole = _run(f'{argv} --save whole', tmp_path)
     assert whole['stage'] == 'converging' and whole['epoch'] == 2
@@ -258,10 +271,9 @@ def test_resuming_both_stages_equals_an_uninterrupted_run(small_demo, tmp_path):
     assert (tested['top1_err'], tested['flops_compressed']) == (whole['top1_err'], whole['flops_compressed'])
 
 
-def test_vgg_with_the_legacy_search(small_demo, tmp_path):
-    _run('--template Demo --model VGG --vgg_type A --epochs 1 --batch_size 64 --save vgg', tmp_path)
-    pretrain = tmp_path / 'runs' / 'vgg' / 'model' / 'model_latest.pt'
-    r = _run(f'--template Demo --model Hinge_VGG --vgg_type A --pretrain {pretrain} --batch_size 64 --epochs 1 '
+def test_vgg_with_the_legacy_search(tiny_demo, tmp_path):
+    pretrain = _random_baseline(tmp_path, '--model Hinge_VGG --vgg_type A')
+    r = _run(f'--template Demo --model Hinge_VGG --vgg_type A --pretrain {pretrain} --batch_size 16 --epochs 1 '
              f'--decay hingestep-50 --lr 0.05 --lr_ratio 0.01 --optimizer PG --ratio 0.6 --threshold 5e-2 '
              f'--regularization_factor 2 --stop_limit 0.3 --legacy_search --save hvgg', tmp_path)
     assert r['stage'] == 'converging' and r['flops_ratio'] <= 0.9
@@ -273,8 +285,8 @@ def test_vgg_with_the_legacy_search(small_demo, tmp_path):
             f'compression {r["compressed_top1_err"]:.2f}%, after converging {r["top1_err"]:.2f}%') in log
 
 
-def test_merging_models_save_the_merged_network_after_converging(small_demo, tmp_path):
-    pretrain = _baseline(tmp_path)
+def test_merging_models_save_the_merged_network_after_converging(tiny_demo, tmp_path, trained_resnet8):
+    pretrain = trained_resnet8
     r = _run(HINGE.format(model='Hinge_ResNet_Basic', pretrain=pretrain).replace('--epochs 2', '--epochs 1')
              + ' --save basic', tmp_path)
     run = tmp_path / 'runs' / 'basic'
@@ -289,7 +301,7 @@ def test_merging_models_save_the_merged_network_after_converging(small_demo, tmp
     assert (r['flops'], r['flops_compressed']) == _counted_flops(flags, merged_file)
 
 
-def test_reset_starts_the_run_directory_afresh(small_demo, tmp_path):
+def test_reset_starts_the_run_directory_afresh(tiny_demo, tmp_path):
     argv = '--template Demo --model ResNet --depth 8 --downsample_type A --epochs 1 --save again'
     _run(argv, tmp_path)
     (tmp_path / 'runs' / 'again' / 'stale.txt').write_text('x')
@@ -298,11 +310,11 @@ def test_reset_starts_the_run_directory_afresh(small_demo, tmp_path):
     assert (tmp_path / 'runs' / 'again' / 'log.txt').read_text().count('[Epoch 1]') == 1
 
 
-def test_load_original_param_compresses_the_teachers_weights(small_demo, tmp_path):
+def test_load_original_param_compresses_the_teachers_weights(tiny_demo, tmp_path, trained_resnet8):
     from model import build_baseline
     from model_hinge.init import factorize
 
-    pretrain = _baseline(tmp_path)
+    pretrain = trained_resnet8
     argv = HINGE.format(model='Hinge_ResNet_Basic_SVD', pretrain=pretrain).replace('--epochs 2', '--epochs 0')
     _run(f'{argv} --load_original_param --save original', tmp_path)
     run = tmp_path / 'runs' / 'original'
@@ -316,7 +328,7 @@ def test_load_original_param_compresses_the_teachers_weights(small_demo, tmp_pat
     assert torch.allclose(state['features.1.0.body.0.1.weight'], matrix[:, kept], atol=1e-6)
 
 
-def test_evaluating_a_run_with_load_appends_to_its_results(small_demo, tmp_path):
+def test_evaluating_a_run_with_load_appends_to_its_results(tiny_demo, tmp_path):
     argv = '--template Demo --model ResNet --depth 8 --downsample_type A'
     trained = _run(f'{argv} --epochs 2 --save run', tmp_path)
     test_log = load_torch(tmp_path / 'runs' / 'run' / 'test_log.pt', 'log')
@@ -327,10 +339,10 @@ def test_evaluating_a_run_with_load_appends_to_its_results(small_demo, tmp_path)
     assert _results(tmp_path, 'run')['stage'] == 'test'
 
 
-def test_a_resumed_legacy_search_equals_an_uninterrupted_one(small_demo, tmp_path):
+def test_a_resumed_legacy_search_equals_an_uninterrupted_one(tiny_demo, tmp_path, trained_resnet8):
     """Interrupted after search epoch 1 and resumed without --pretrain: the same epochs, errors and tensors
     (compressible tensors frozen from the first resumed epoch; layer weights from the run's plan.json)."""
-    pretrain = _baseline(tmp_path)
+    pretrain = trained_resnet8
     argv = (HINGE.format(model='Hinge_ResNet_Basic_SVD', pretrain=pretrain).replace('--distillation', '')
             + ' --legacy_search --threshold 0 --stop_limit 0.01 --regularization_factor 0.5')
     whole = _run(f'{argv} --save whole', tmp_path, budget=3)
@@ -371,10 +383,10 @@ FAMILIES = {
 
 
 @pytest.mark.parametrize('model', list(FAMILIES))
-def test_every_hinge_model_runs_the_method_and_its_checkpoints_evaluate_the_same(small_demo, tmp_path, model):
+def test_every_hinge_model_runs_the_method_and_its_checkpoints_evaluate_the_same(tiny_demo, tmp_path, model):
     flags = f'--model {model} {FAMILIES[model]}'
     pretrain = _random_baseline(tmp_path, flags)
-    r = _run(f'--template Demo {flags} --pretrain {pretrain} --teacher {pretrain} --distillation --batch_size 64 '
+    r = _run(f'--template Demo {flags} --pretrain {pretrain} --teacher {pretrain} --distillation --batch_size 16 '
              '--epochs 1 --decay hingestep-50 --lr 0.05 --lr_ratio 0.01 --lr_factor 0.1 --optimizer PG --ratio 0.6 '
              '--threshold 1e9 --stop_limit 0.1 --layer_balancing --save run', tmp_path)
     assert (r['stage'], r['epoch'], r['search_epochs']) == ('converging', 1, 1)   # 1e9: every group would go
@@ -393,10 +405,10 @@ def test_every_hinge_model_runs_the_method_and_its_checkpoints_evaluate_the_same
     assert 'plan' in json.loads((run / 'plan.json').read_text())
 
 
-def test_a_searched_run_without_plan_or_results_compresses_at_a_given_threshold(small_demo, tmp_path):
+def test_a_searched_run_without_plan_or_results_compresses_at_a_given_threshold(tiny_demo, tmp_path, trained_resnet8):
     """The original's run directories have neither plan.json nor results.json: resuming one re-plans, and
     --stop_limit 1 with the original's threshold walk compresses it at --threshold without further training."""
-    pretrain = _baseline(tmp_path)
+    pretrain = trained_resnet8
     argv = HINGE.format(model='Hinge_ResNet_Basic_SVD', pretrain=pretrain).replace('--distillation', '')
     _run(f'{argv} --regularization_factor 1e-4 --threshold 0 --stop_limit 0.01 --save searched', tmp_path, budget=1)
     run = tmp_path / 'runs' / 'searched'
@@ -417,10 +429,10 @@ def test_a_searched_run_without_plan_or_results_compresses_at_a_given_threshold(
     assert torch.equal(compressed['features.1.0.body.0.1.weight'], a1[:, expected])
 
 
-def test_load_original_param_compresses_the_bottleneck_teachers_convolutions(small_demo, tmp_path):
+def test_load_original_param_compresses_the_bottleneck_teachers_convolutions(tiny_demo, tmp_path):
     flags = '--model Hinge_RESNET_BOTTLENECK --depth 11 --bottleneck'
     pretrain = _random_baseline(tmp_path, flags)
-    _run(f'--template Demo {flags} --pretrain {pretrain} --teacher {pretrain} --load_original_param --batch_size 64 '
+    _run(f'--template Demo {flags} --pretrain {pretrain} --teacher {pretrain} --load_original_param --batch_size 16 '
          '--epochs 0 --decay hingestep-50 --optimizer PG --ratio 0.6 --threshold 1e9 --stop_limit 0.1 '
          '--regularization_factor 1 --save original', tmp_path)
     run = tmp_path / 'runs' / 'original'
@@ -432,11 +444,11 @@ def test_load_original_param_compresses_the_bottleneck_teachers_convolutions(sma
     assert torch.equal(state['features.1.0.body.3.weight'], middle[second['pindex']][:, first['pindex']])
 
 
-def test_nan_in_training_stops_with_exit_3_and_keeps_the_last_finished_epoch(small_demo, tmp_path, capsys,
+def test_nan_in_training_stops_with_exit_3_and_keeps_the_last_finished_epoch(tiny_demo, tmp_path, capsys,
                                                                              monkeypatch):
     from loss import Loss
 
-    argv = f'{R8} --epochs 2 --batch_size 64 --save diverged --dir_save {tmp_path / "runs"} --cpu'.split()
+    argv = f'{R8} --epochs 2 --batch_size 16 --save diverged --dir_save {tmp_path / "runs"} --cpu'.split()
     calls, real_forward = [0], Loss.forward
 
     def forward(self, logits, labels):
@@ -452,14 +464,14 @@ def test_nan_in_training_stops_with_exit_3_and_keeps_the_last_finished_epoch(sma
     assert all(torch.isfinite(v).all() for v in load_torch(run / 'model' / 'model_latest.pt', 'm').values())
 
 
-def test_an_interrupted_run_prints_its_resume_command_which_finishes_it_identically(small_demo, tmp_path, capsys,
+def test_an_interrupted_run_prints_its_resume_command_which_finishes_it_identically(tiny_demo, tmp_path, capsys,
                                                                                      monkeypatch):
     import signal
 
     import trainer
     from utils.errors import Interrupted
 
-    argv = f'{R8} --epochs 2 --batch_size 64 --dir_save {tmp_path / "runs"} --cpu'
+    argv = f'{R8} --epochs 2 --batch_size 16 --dir_save {tmp_path / "runs"} --cpu'
     assert main_hinge.main(f'{argv} --save whole'.split()) == 0
     checks, real_check = [0], trainer.stop_if_asked
 
@@ -483,8 +495,8 @@ def test_an_interrupted_run_prints_its_resume_command_which_finishes_it_identica
            [(h['epoch'], h['loss'], h['top1_err']) for h in parts['history']]
 
 
-def test_the_same_seed_gives_bit_identical_runs(small_demo, tmp_path):
-    argv = f'{R8} --epochs 2 --batch_size 64 --seed 7'
+def test_the_same_seed_gives_bit_identical_runs(tiny_demo, tmp_path):
+    argv = f'{R8} --epochs 2 --batch_size 16 --seed 7'
     first, second = (_run(f'{argv} --save run{i}', tmp_path) for i in (1, 2))
     assert [(h['loss'], h['train_loss']) for h in first['history']] == \
            [(h['loss'], h['train_loss']) for h in second['history']]
@@ -534,7 +546,7 @@ def test_n_gpus_beyond_what_the_machine_holds_is_refused_before_anything_starts(
         main_hinge.main(f'{argv} --n_GPUs {limit}'.split())
 
 
-def test_test_only_exports_the_evaluated_network(small_demo, tmp_path, monkeypatch):
+def test_test_only_exports_the_evaluated_network(tiny_demo, tmp_path, monkeypatch):
     """--export writes what --test_only evaluates: the plan's merges folded (by default also every cheaper pair;
     --export_merge plan folds only the plan's), its FLOPs those of results.json, its outputs the checkpoint's
     network's."""
