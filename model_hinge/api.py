@@ -71,16 +71,22 @@ class Hinge:
         self.hm = HingeModel(model, self.plan, tuple(example.shape[1:]), self.config.init_method)
         self.latency = self._latency_model(example.shape[0]) if self.config.target == 'latency' else None
         self.outcome: dict = {}
-        self.controller = SearchController(self.hm, self.config, None, self.latency)
+        self.controller = self._controller(None)
         self._refuse_unreachable_ratio()
         if self.config.layer_balancing:
-            self.controller = SearchController(self.hm, self.config, initial_layer_weights(self.hm.families),
-                                               self.latency)
+            self.controller = self._controller(initial_layer_weights(self.hm.families))
         self.batch = 0
         self.threshold: float | None = None
         self.kept: dict | None = None
         self.sizes: list[int] = []
         self.messages = Messages()
+
+    def _controller(self, layer_weights: list[float] | None) -> SearchController:
+        """The search controller; its FLOPs count the pairs that do not pay folded, as compress() folds them by
+        default."""
+        controller = SearchController(self.hm, self.config, layer_weights, self.latency)
+        controller.folded_flops = True
+        return controller
 
     def _latency_model(self, batch: int) -> LatencyModel:
         """Target 'latency': every layer timed now (the model is given back unconverted if that fails)."""
@@ -142,7 +148,7 @@ class Hinge:
                              'that costs less folded).')
         if self.compressed:
             return self.model
-        self.controller.fold_cheaper = fold == 'cheaper'
+        self.controller.fold_cheaper = self.controller.folded_flops = fold == 'cheaper'
         norms = self.controller.family_norms()
         search = (self.controller.search_threshold_legacy if self.config.legacy_search
                   else self.controller.search_threshold)

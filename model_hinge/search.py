@@ -68,6 +68,7 @@ class SearchController:
         previous = getattr(hm.net, 'running_grad_ratio', None)
         self.grad_ratio = previous.clone() if previous is not None else torch.ones((), device=self.device)
         self.latency, self.fold_cheaper = latency, not config.legacy_search
+        self.folded_flops = False  # FLOPs count the pairs the plan keeps apart at their cheaper form (the API's)
 
     def _effective_weights(self, layer_weights: list[float] | None) -> dict | None:
         """Layer weights per family, with the original's quirks under --legacy_search."""
@@ -224,12 +225,12 @@ class SearchController:
 
     def cost_polynomial(self) -> CostPolynomial:
         """FLOPs and params as polynomials of the removed groups, rebuilt when the network's structure changed."""
-        cached = self._polynomial
-        if cached is None or cached[0] is not self.hm.complexity or cached[1] != self.hm.merged:
+        key = (self.hm.complexity, self.hm.merged, self.folded_flops)
+        if self._polynomial is None or any(a is not b for a, b in zip(self._polynomial[0], key, strict=True)):
             merges = self.hm.merge_pairs() if self.merged_view else []
-            cached = (self.hm.complexity, self.hm.merged, CostPolynomial(self.hm.families, self.hm.complexity, merges))
-            self._polynomial = cached
-        return cached[2]
+            foldable = self.hm.foldable_pairs() if self.folded_flops else []
+            self._polynomial = (key, CostPolynomial(self.hm.families, self.hm.complexity, merges, foldable))
+        return self._polynomial[1]
 
     def cost(self, norms: dict | SurvivorCounter, threshold: float) -> tuple[int, int]:
         """(FLOPs, params) of the network compressed at `threshold`, from channel counts."""

@@ -66,10 +66,9 @@ def test_compress_reaches_the_ratio_and_returns_a_plain_smaller_module(compresse
     hinge, small, _, _, _ = compressed_resnet18
     flops, params = model_hinge.count(small, torch.zeros(1, 3, SIZE, SIZE))
     report = hinge.report()
-    # the search reaches the ratio with the plan's merges; compress() then folds the pairs that cost fewer FLOPs
-    # folded (its default), which only lowers them
-    assert abs(report['searched_ratio'] - 0.5) <= 0.02
-    assert flops / report['flops'] <= report['searched_ratio']
+    # the search counts the pairs that cost fewer FLOPs folded as compress() then folds them (its default)
+    assert abs(flops / report['flops'] - 0.5) <= 0.02
+    assert report['searched_ratio'] == pytest.approx(flops / report['flops'], abs=1e-9)
     assert (flops, params) == (report['flops_now'], report['params_now'])
     assert params < report['params']
     assert all(type(m).__module__.startswith('torch.nn') or type(m).__module__.startswith('torchvision')
@@ -259,7 +258,7 @@ def test_every_torchvision_classification_model_that_traces_goes_through_the_pub
             assert 'does not trace' in str(err) or 'does not run' in str(err), (name, err)
             refused.append(name)
             continue
-        assert result['conversion'] < 1e-5 and result['load'] < 1e-5 and result['export'] < 1e-5, (name, result)
+        assert result['conversion'] < 1e-5 and result['load'] < 1e-4 and result['export'] < 1e-4, (name, result)
         assert abs(result['searched'] - result['ratio']) <= 0.02 or result['said'], (name, result)
         done.append(name)
     print(f'\n{len(done)} models through the API; refused (do not trace or run): {refused}; over 30M parameters, '
