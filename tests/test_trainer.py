@@ -43,8 +43,8 @@ class _NaNHooks(BatchHooks):
         return torch.tensor(float('nan'))
 
 
-def test_nan_stops_the_epoch_naming_epoch_and_batch():
-    trainer, _ = _trainer('--template Demo --model ResNet --depth 8 --downsample_type A --batch_size 256')
+def test_nan_stops_the_epoch_naming_epoch_and_batch(tiny_demo):
+    trainer, _ = _trainer('--template Demo --model ResNet --depth 8 --downsample_type A --batch_size 16')
     optimizer = torch.optim.SGD(trainer.net.parameters(), lr=0.1)
     for g in optimizer.param_groups:
         g['initial_lr'] = 0.1
@@ -70,8 +70,8 @@ class _InfGradientAtBatch(BatchHooks):
 
 @pytest.mark.parametrize('bad,flag,message', [(2, 0, '^the gradients became NaN/inf in epoch 1, batch 2'),
                                               (0, 3, '^a sparsity-inducing matrix became NaN/inf in epoch 1, batch 3')])
-def test_nonfinite_gradients_and_matrices_name_their_batch(bad, flag, message):
-    trainer, _ = _trainer('--template Demo --model ResNet --depth 8 --downsample_type A --batch_size 256')
+def test_nonfinite_gradients_and_matrices_name_their_batch(tiny_demo, bad, flag, message):
+    trainer, _ = _trainer('--template Demo --model ResNet --depth 8 --downsample_type A --batch_size 16')
     optimizer = torch.optim.SGD(trainer.net.parameters(), lr=0.1)
     for g in optimizer.param_groups:
         g['initial_lr'] = 0.1
