@@ -14,13 +14,18 @@ from conftest import ROOT
 from model import build_baseline
 
 # Runs main_hinge.main in a process that SIGKILLs itself right before the N-th file rename (every atomic
-# write and every move of a commit ends in one) or the N-th optimizer step; 'log' lists the renames.
+# write and every move of a commit ends in one) or the N-th optimizer step; 'log' lists the renames. The tiny
+# demo set (5 batches of 16 an epoch) and plot files written unrendered, as in tests/conftest.py.
 WRAPPER = '''
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])
+import matplotlib.pyplot as plt
 import torch
 from data import demo
-demo.N_TRAIN, demo.N_TEST = 320, 160
+from utils import plot
+from utils.io import write_bytes_atomic
+demo.N_TRAIN, demo.N_TEST = 80, 40
+plot._save = lambda fig, path, **kwargs: (plt.close(fig), write_bytes_atomic(path, b''))
 import main_hinge
 mode, target, count = sys.argv[2], int(sys.argv[3]), [0]
 def tick(what):
@@ -49,8 +54,8 @@ TIMING = ('seconds', 'test_seconds', 'compression_seconds', 'images_per_second',
 
 def _flags(tmp_path, base: str) -> list[str]:
     return (f'--template Demo --model Hinge_ResNet_Basic_SVD --depth 8 --downsample_type A --pretrain {base} '
-            '--batch_size 64 --epochs 2 --decay hingestep-50 --lr 0.1 --lr_ratio 0.01 --lr_factor 0.1 --optimizer PG '
-            '--ratio 0.5 --regularization_factor 0.5 --threshold 0.1 --stop_limit 0.05 --p1_p2_same_ratio '
+            '--batch_size 16 --epochs 2 --decay hingestep-50 --lr 0.1 --lr_ratio 0.01 --lr_factor 0.1 --optimizer PG '
+            '--ratio 0.5 --regularization_factor 4 --threshold 0.1 --stop_limit 0.05 --p1_p2_same_ratio '
             f'--layer_balancing --cpu --print_every 1000 --dir_save {tmp_path / "runs"}').split()
 
 
