@@ -32,6 +32,7 @@ on shufflenet_v2: ZeroDivisionError) becomes a row note. Torch-Pruning is option
 import argparse
 import copy
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -418,16 +419,18 @@ def report(result: dict) -> str:
              'Written by `scripts/compare_peers.py` (its docstring describes the methods and their recipes).', '',
              f'- Command: `{result["command"]}`', f'- Date: {result["date"]}; total run time '
              f'{result["seconds"] / 60:.0f} min', f'- Machine: {result["machine"]}',
-             f'- Load average (1/5/15 min) before: {result["load_before"]}; after: {result["load_after"]}',
+             f'- Load average (1/5/15 min) before: {loads(result["load_before"])}; after: '
+             f'{loads(result["load_after"])}. {load_verdict(result)}',
              f'- Budget: every baseline {result["epochs"]} epochs; every method {result["epochs"]} more epochs from '
              f'that baseline, target {RATIO} of the FLOPs; batch {result["batch_size"]}; seeds {result["seeds"]}',
              f'- Torch-Pruning {result["torch_pruning"]}', f'- {result["scope"]}', '',
              f'FLOPs and parameter ratios: model_hinge.count, against the baseline. Error: top-1 on the '
              f'{result["test_images"]:,} test images after the budget, mean ± sample standard deviation over the '
-             'seeds. Wall time: the method '
-             '(training, search or sparse training, pruning, fine-tuning; the baseline: its training), mean over '
-             'seeds. Throughput: images/s on the CPU of the first seed\'s network, batch 1 and 64, eager and as a '
-             'torch.export program (median of repeats).', '',
+             f'seeds; {result["epochs"]} epochs leave every network far from converged, so the rows compare the '
+             'methods at an equal budget, not with published errors. Wall time: the method (training, search or '
+             'sparse training, pruning, fine-tuning; the baseline: its training), mean over seeds. Throughput: '
+             "images/s on the CPU of the first seed's network, batch 1 and 64, eager and as a torch.export program "
+             '(median of repeats).', '',
              '| network | method | seeds | FLOPs ratio | params ratio | top-1 error (%) | wall time (s) | '
              'b=1 eager | b=1 export | b=64 eager | b=64 export | note |', '|' + '---|' * 12]
     lines += [table_line(row) for row in result['rows']]
@@ -435,6 +438,21 @@ def report(result: dict) -> str:
     lines += [f'- {r["net"]} {r["method"]} seed {run["seed"]}: {detail_text(run)}'
               for r in result['rows'] for run in r['runs'] if r['method'] != 'baseline']
     return '\n'.join(lines) + '\n'
+
+
+def loads(values: list[float]) -> str:
+    """Load averages as text."""
+    return ', '.join(f'{v:.2f}' for v in values)
+
+
+def load_verdict(result: dict) -> str:
+    """Whether other jobs shared the CPU (1-minute load above half the cores before, or above that plus this run's
+    threads after): then the wall times and throughputs are provisional."""
+    cores, threads = result['cpus'], result['threads']
+    if result['load_before'][0] > cores / 2 or result['load_after'][0] > cores / 2 + threads:
+        return ('**Provisional timings**: other jobs were running on the CPU, so the wall times and throughputs '
+                'are disturbed (rows with the same architecture can differ); the ratios and errors are not.')
+    return 'The machine was otherwise idle.'
 
 
 def detail_text(run: dict) -> str:
@@ -490,11 +508,11 @@ def torch_pruning_version(methods: list[str]) -> str:
     if not any(m.startswith('tp_') for m in methods):
         return 'not used'
     try:
-        import torch_pruning
+        import torch_pruning  # noqa: F401
     except ImportError:
         refuse('Torch-Pruning is not installed; pip install -r requirements-bench.txt, or leave its methods out '
                'with --methods baseline hinge.')
-    return getattr(torch_pruning, '__version__', 'unknown version')
+    return importlib.metadata.version('torch-pruning')
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -513,14 +531,15 @@ def main(argv: list[str] | None = None) -> dict:
     start, load_before = time.perf_counter(), os.getloadavg()
     result = {'command': shlex.join(['python', 'scripts/compare_peers.py', *argv]), 'scope': scope(opts),
               'date': datetime.datetime.now().strftime('%Y-%m-%d %H:%M'), 'machine': machine(opts, device),
-              'load_before': ', '.join(f'{v:.2f}' for v in load_before), 'epochs': opts.epochs,
+              'load_before': [round(v, 2) for v in load_before], 'cpus': os.cpu_count(), 'threads': opts.threads,
+              'epochs': opts.epochs,
               'batch_size': opts.batch_size, 'seeds': opts.seeds, 'torch_pruning': tp_version, 'rows': []}
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in opts.nets:
         result['rows'] += compare_net(name, ctx)
         result.update(seconds=time.perf_counter() - start, test_images=ctx['test_images'],
-                      load_after=', '.join(f'{v:.2f}' for v in os.getloadavg()))
+                      load_after=[round(v, 2) for v in os.getloadavg()])
         (out / 'results.json').write_text(json.dumps(result, indent=1))
     doc = opts.doc or (None if opts.dry_run else str(ROOT / 'docs' / 'peers.md'))
     text = report(result)
