@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -72,26 +73,34 @@ def test_the_shares_of_a_global_batch_are_the_batch_of_one_process():
     assert torch.equal(sum_over_processes(torch.ones(2), SINGLE), torch.ones(2))
 
 
-def test_two_processes_give_the_results_of_one(tmp_path):
+def torchrun_runner(tmp_path: Path) -> Path:
+    """A script running main_hinge.main as tests do in process: the tiny demo set, plot files unrendered."""
+    runner = tmp_path / 'runner.py'
+    runner.write_text(f'import sys\nsys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]\n'
+                      'from conftest import unrendered_save\nfrom data import demo\nfrom utils import plot\n'
+                      'demo.N_TRAIN, demo.N_TEST, plot._save = 80, 40, unrendered_save\nimport main_hinge\n'
+                      'sys.exit(main_hinge.main(sys.argv[1:]))\n')
+    return runner
+
+
+def test_two_processes_give_the_results_of_one(tiny_demo, unrendered_plots, tmp_path):
     """A short search, compression and converging run with --n_GPUs 2 on the CPU (torchrun, gloo) against the
-    same run in one process with the same global batch."""
+    same run in one process (this one) with the same global batch."""
+    import main_hinge  # not at the top: the processes of the test above import this module
+
     torch.manual_seed(0)
     base = tmp_path / 'base.pt'
     args = option.parse_args('--template Demo --model ResNet --depth 8 --downsample_type A'.split())
     torch.save(build_baseline(args).state_dict(), base)
     flags = (f'--template Demo --model Hinge_ResNet_Basic_SVD --depth 8 --downsample_type A --pretrain {base} '
-             '--batch_size 64 --epochs 1 --decay hingestep-50 --lr 0.05 --lr_ratio 0.01 --lr_factor 0.1 --optimizer PG '
+             '--batch_size 16 --epochs 1 --decay hingestep-50 --lr 0.05 --lr_ratio 0.01 --lr_factor 0.1 --optimizer PG '
              f'--ratio 0.6 --threshold 1e9 --stop_limit 0.1 --layer_balancing --cpu --print_every 2 '
              f'--dir_save {tmp_path / "runs"}').split()
-    runner = tmp_path / 'runner.py'
-    runner.write_text(f'import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom data import demo\n'
-                      'demo.N_TRAIN, demo.N_TEST = 320, 160\nimport main_hinge\n'
-                      'sys.exit(main_hinge.main(sys.argv[1:]))\n')
+    assert main_hinge.main([*flags, '--save', 'one']) == 0
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
-    for name, launcher in (('one', [sys.executable]), ('two', torchrun)):
-        done = subprocess.run([*launcher, str(runner), *flags, '--save', name], capture_output=True, text=True,
-                              cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS='1'))
-        assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run([*torchrun, str(torchrun_runner(tmp_path)), *flags, '--save', 'two'], capture_output=True,
+                          text=True, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert done.returncode == 0, done.stderr[-3000:]
     one, two = (json.loads((tmp_path / 'runs' / n / 'results.json').read_text()) for n in ('one', 'two'))
     assert [(h['stage'], h['epoch']) for h in one['history']] == [(h['stage'], h['epoch']) for h in two['history']]
     for a, b in zip(one['history'], two['history'], strict=True):
