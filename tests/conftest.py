@@ -63,6 +63,17 @@ def unrendered_plots(monkeypatch):
     monkeypatch.setattr(plot, '_save', unrendered_save)
 
 
+def runner_script(folder: Path) -> Path:
+    """A script that runs main_hinge.main as the tests do in process (the tiny demo set, plot files
+    unrendered), for tests that need other processes (torchrun)."""
+    runner = folder / 'runner.py'
+    runner.write_text(f'import sys\nsys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]\n'
+                      'from conftest import unrendered_save\nfrom data import demo\nfrom utils import plot\n'
+                      'demo.N_TRAIN, demo.N_TEST, plot._save = 80, 40, unrendered_save\nimport main_hinge\n'
+                      'sys.exit(main_hinge.main(sys.argv[1:]))\n')
+    return runner
+
+
 def make_args(argv: str, **overrides):
     """Parse a command line as main_hinge.py does, then override attributes."""
     args = option.parse_args(argv.split())

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -12,7 +11,7 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 
 import option
-from conftest import ROOT
+from conftest import runner_script
 from data.batches import TensorBatches
 from model import build_baseline
 from utils.distributed import SINGLE, World, global_batchnorm, my_share, sum_over_processes, wrapped
@@ -73,16 +72,6 @@ def test_the_shares_of_a_global_batch_are_the_batch_of_one_process():
     assert torch.equal(sum_over_processes(torch.ones(2), SINGLE), torch.ones(2))
 
 
-def torchrun_runner(tmp_path: Path) -> Path:
-    """A script running main_hinge.main as tests do in process: the tiny demo set, plot files unrendered."""
-    runner = tmp_path / 'runner.py'
-    runner.write_text(f'import sys\nsys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]\n'
-                      'from conftest import unrendered_save\nfrom data import demo\nfrom utils import plot\n'
-                      'demo.N_TRAIN, demo.N_TEST, plot._save = 80, 40, unrendered_save\nimport main_hinge\n'
-                      'sys.exit(main_hinge.main(sys.argv[1:]))\n')
-    return runner
-
-
 def test_two_processes_give_the_results_of_one(tiny_demo, unrendered_plots, tmp_path):
     """A short search, compression and converging run with --n_GPUs 2 on the CPU (torchrun, gloo) against the
     same run in one process (this one) with the same global batch."""
@@ -98,7 +87,7 @@ def test_two_processes_give_the_results_of_one(tiny_demo, unrendered_plots, tmp_
              f'--dir_save {tmp_path / "runs"}').split()
     assert main_hinge.main([*flags, '--save', 'one']) == 0
     torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
-    done = subprocess.run([*torchrun, str(torchrun_runner(tmp_path)), *flags, '--save', 'two'], capture_output=True,
+    done = subprocess.run([*torchrun, str(runner_script(tmp_path)), *flags, '--save', 'two'], capture_output=True,
                           text=True, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = (json.loads((tmp_path / 'runs' / n / 'results.json').read_text()) for n in ('one', 'two'))

@@ -13,9 +13,11 @@ import torchvision
 from PIL import Image
 
 import main_hinge
-from conftest import ROOT
+from conftest import ROOT, runner_script
 from model import build_baseline
 from model_hinge import auto_plan
+
+pytestmark = pytest.mark.usefixtures('unrendered_plots')      # plot files written empty: tests/test_report.py
 
 R8 = '--template Demo --model Hinge --base ResNet --depth 8 --downsample_type A'
 SEARCH = ('--epochs 1 --decay hingestep-50 --lr 0.05 --lr_ratio 0.01 --lr_factor 0.1 --optimizer PG '
@@ -48,9 +50,9 @@ def _image_folder(root: Path) -> Path:
     return root
 
 
-def test_resnet_base_runs_the_method_resumes_and_its_plan_rebuilds_the_network(small_demo, tmp_path):
+def test_resnet_base_runs_the_method_resumes_and_its_plan_rebuilds_the_network(tiny_demo, tmp_path):
     base = _resnet8(tmp_path)
-    argv = f'{R8} {SEARCH} --batch_size 64 --ratio 0.5 --pretrain {base} --teacher {base} --distillation'
+    argv = f'{R8} {SEARCH} --batch_size 16 --ratio 0.5 --pretrain {base} --teacher {base} --distillation'
     r, calls = _run(f'{argv} --save run', tmp_path, budget=1), 1
     while (r.get('stage'), r.get('epoch')) != ('converging', 1):      # one training epoch per call
         r, calls = _run(f'{argv} --load run', tmp_path, budget=1), calls + 1
@@ -109,19 +111,27 @@ BAD = [
 ]
 
 
+@pytest.fixture(scope='module')
+def vgg_files(tmp_path_factory) -> tuple[bytes, str]:
+    """A VGG-A state dict (the file's bytes) and the plan.json of a run with the automatic plan of --base VGG."""
+    vgg = build_baseline(main_hinge.option.parse_args('--template Demo --model VGG --vgg_type A'.split()))
+    path = tmp_path_factory.mktemp('vgg') / 'vgg.pt'
+    torch.save(vgg.state_dict(), path)
+    plan = auto_plan(vgg, torch.zeros(1, 3, 32, 32)).to_dict()
+    return path.read_bytes(), json.dumps({'plan': plan, 'layer_weights': None, 'base': 'VGG'})
+
+
 @pytest.mark.parametrize('argv,fragment', BAD, ids=[c[1][:40] for c in BAD])
-def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, monkeypatch, argv, fragment):
+def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, monkeypatch, vgg_files, argv, fragment):
     monkeypatch.chdir(tmp_path)
     if UNTRACEABLE in argv:
         monkeypatch.setattr(torchvision.models.ResNet, 'forward',
                             lambda self, x: self.fc(x.flatten(1)) if x.sum() > 0 else x)
-    vgg = build_baseline(main_hinge.option.parse_args('--template Demo --model VGG --vgg_type A'.split()))
-    torch.save(vgg.state_dict(), tmp_path / 'vgg.pt')
+    (tmp_path / 'vgg.pt').write_bytes(vgg_files[0])
     runs = tmp_path / 'runs'
     (runs / 'run' / 'model').mkdir(parents=True)
     (runs / 'run' / 'log.txt').write_text('an earlier run\n')
-    plan = auto_plan(vgg, torch.zeros(1, 3, 32, 32)).to_dict()
-    (runs / 'run' / 'plan.json').write_text(json.dumps({'plan': plan, 'layer_weights': None, 'base': 'VGG'}))
+    (runs / 'run' / 'plan.json').write_text(vgg_files[1])
     before = sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob('*'))
     assert main_hinge.main(shlex.split(f'{argv} --dir_save {runs} --cpu')) == 2
     err = capsys.readouterr().err.strip()
@@ -130,13 +140,12 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, mon
 
 
 def test_two_processes_through_torchrun(tmp_path):
-    """--n_GPUs 2 on the CPU: both processes plan the same network; rank 0 writes plan.json once."""
-    runner = tmp_path / 'runner.py'
-    runner.write_text(f'import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom data import demo\n'
-                      'demo.N_TRAIN, demo.N_TEST = 320, 160\nimport main_hinge\n'
-                      'sys.exit(main_hinge.main(sys.argv[1:]))\n')
-    flags = f'{R8} {SEARCH} --batch_size 64 --ratio 0.5 --n_GPUs 2 --cpu --save two --dir_save {tmp_path / "runs"}'
-    done = subprocess.run([sys.executable, str(runner), *flags.split()], capture_output=True, text=True,
+    """--n_GPUs 2 on the CPU: both processes plan the same network; rank 0 writes plan.json once. Started by
+    torchrun as the relaunch does (tests/test_main_hinge.py checks its command), so that both processes run on the
+    tiny demo set."""
+    flags = f'{R8} {SEARCH} --batch_size 16 --ratio 0.5 --n_GPUs 2 --cpu --save two --dir_save {tmp_path / "runs"}'
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
+    done = subprocess.run([*torchrun, str(runner_script(tmp_path)), *flags.split()], capture_output=True, text=True,
                           cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads((tmp_path / 'runs' / 'two' / 'results.json').read_text())
