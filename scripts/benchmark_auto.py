@@ -6,7 +6,8 @@ made and timed, the model is converted through the public API (model_hinge.Hinge
 matrix is scaled by a random factor so that layers keep different fractions of their groups (as searched
 networks do), and Hinge.compress() runs the threshold search to `--ratio`. Throughput (images/s) of the
 baseline and of the compressed network, with the plan's folds and with every cheaper pair folded too
-(Hinge.fold_cheaper), eager and exported (torch.export), at each batch size; medians of `--repeat` runs.
+(Hinge.fold_cheaper), eager and exported (torch.export), at each batch size; all variants timed in turn,
+medians of `--repeat` rounds.
 The section `torchvision` of `--out` is rewritten.
 
     python scripts/benchmark_auto.py [--models resnet18 ...] [--size 128] [--ratio 0.5] [--batches 1 8 32]
@@ -18,6 +19,7 @@ The section `torchvision` of `--out` is rewritten.
 import argparse
 import copy
 import os
+import statistics
 import sys
 import time
 import warnings
@@ -68,10 +70,11 @@ def compressed(name: str, size: int, ratio: float) -> dict:
     scatter_norms(hinge)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        hinge.compress()
+        hinge.compress(fold='plan')
     report = hinge.report()
     cheaper_hinge = copy.deepcopy(hinge)
     folded = cheaper_hinge.fold_cheaper()
+    report['cheaper_flops_ratio'] = cheaper_hinge.report()['flops_ratio']
     peer, peer_note = torch_pruning_variant(name, size, ratio)
     return {'baseline': baseline, 'plan': net.eval(), 'cheaper': cheaper_hinge.model.eval(), 'folded': len(folded),
             'plan_seconds': plan_seconds, 'report': report, 'peer': peer, 'peer_note': peer_note,
@@ -107,22 +110,31 @@ def runners(net: nn.Module, size: int) -> dict:
     return {'eager': net, 'exported': program.module()}
 
 
-def throughput(run, size: int, batch: int, repeat: int) -> float:
+def throughputs(runs: dict, size: int, batch: int, repeat: int) -> dict:
+    """Images/s of each run at `batch`, the runs timed in turn `repeat` times (medians), so that a load that
+    comes and goes on the machine affects them alike."""
     x = torch.randn(batch, 3, size, size)
+    times: dict = {key: [] for key in runs}
     with torch.inference_mode():
-        seconds = timed(lambda: run(x), torch.device('cpu'), repeat=repeat, warmup=2)
-    return batch / seconds
+        for run in runs.values():
+            run(x)
+        for _ in range(repeat):
+            for key, run in runs.items():
+                times[key].append(timed(lambda run=run: run(x), torch.device('cpu'), repeat=1, warmup=0))
+    return {key: batch / statistics.median(t) for key, t in times.items()}
 
 
 def measure(name: str, opts: argparse.Namespace) -> dict:
     c = compressed(name, opts.size, opts.ratio)
-    rates = {}
+    runs = {}
     for variant in ('baseline', 'plan', 'cheaper', 'peer'):
         if (variant == 'cheaper' and not c['folded']) or c.get(variant) is None:
             continue
         for runtime, run in runners(c[variant], opts.size).items():
-            for batch in opts.batches:
-                rates[(variant, runtime, batch)] = throughput(run, opts.size, batch, opts.repeat)
+            runs[(variant, runtime)] = run
+    rates = {}
+    for batch in opts.batches:
+        rates.update({(*key, batch): rate for key, rate in throughputs(runs, opts.size, batch, opts.repeat).items()})
     return {**c, 'rates': rates}
 
 
@@ -140,7 +152,7 @@ def row(name: str, m: dict, opts: argparse.Namespace) -> str:
         f'{m["rates"][("peer", "eager", b)] / m["rates"][("baseline", "eager", b)]:.2f}x' for b in opts.batches)
     peer_flops = f'{m["peer_flops"]:.3f}' if m['peer_flops'] is not None else '-'
     return (f'| {name} | {m["plan_seconds"]:.2f} | {layers} | {r["flops_ratio"]:.3f} | {r["params_ratio"]:.3f} | '
-            f'{m["folded"]} | ' + ' | '.join(speed) + f' | {peer_flops} | {peer} |')
+            f'{m["folded"]} ({r["cheaper_flops_ratio"]:.3f}) | ' + ' | '.join(speed) + f' | {peer_flops} | {peer} |')
 
 
 def reasons(notes: list[str]) -> str:
@@ -202,9 +214,9 @@ def main() -> None:
              'Torch-Pruning: the same model pruned by torch-pruning (MagnitudeImportance, MetaPruner defaults, the '
              'classifier ignored) in steps until its MAC count is at most the target; its FLOPs ratio by this '
              'project\'s counter, and its eager speed-ups at the same batch sizes.', '',
-             '| model | plan s | layers | FLOPs ratio | params ratio | cheaper folds | ' + ' | '.join(heads)
-             + ' | Torch-Pruning FLOPs ratio | Torch-Pruning eager ' + ' / '.join(f'b{b}' for b in opts.batches)
-             + ' |', '|---' * (8 + len(heads)) + '|', *rows]
+             '| model | plan s | layers | FLOPs ratio | params ratio | cheaper folds (FLOPs ratio) | '
+             + ' | '.join(heads) + ' | Torch-Pruning FLOPs ratio | Torch-Pruning eager '
+             + ' / '.join(f'b{b}' for b in opts.batches) + ' |', '|---' * (8 + len(heads)) + '|', *rows]
     out.write_text(replace_section(text, 'torchvision', lines))
 
 
