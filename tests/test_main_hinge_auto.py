@@ -139,6 +139,9 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, mon
     assert sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob('*')) == before
 
 
+# Slow: a second torchrun run (three processes) in the default suite; tests/test_distributed.py keeps the one that
+# checks two processes against one, and the tests above the automatic plan's pipeline in one process.
+@pytest.mark.slow
 def test_two_processes_through_torchrun(tmp_path):
     """--n_GPUs 2 on the CPU: both processes plan the same network; rank 0 writes plan.json once. Started by
     torchrun as the relaunch does (tests/test_main_hinge.py checks its command), so that both processes run on the
