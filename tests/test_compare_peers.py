@@ -25,20 +25,24 @@ def load_script(monkeypatch):
     return module
 
 
-def test_dry_run_reports_every_method_against_one_counter(tmp_path, shared, monkeypatch):
+def test_dry_run_reports_every_method_against_one_counter(tmp_path, shared, monkeypatch, capsys):
     methods = ['baseline', 'hinge', 'tp_magnitude', 'tp_groupnorm']
     if importlib.util.find_spec('torch_pruning') is None:
         methods = methods[:2]
     doc = ROOT / 'docs' / 'peers.md'
     before = doc.stat().st_mtime_ns if doc.exists() else None
-    done = subprocess.run([sys.executable, str(SCRIPT), '--dry-run', '--nets', 'resnet8', '--threads', '1',
-                           '--methods', *methods, '--out', str(tmp_path), '--data',
-                           str(shared / 'data' / 'cifar10-subset')], capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    script = load_script(monkeypatch)       # main() in this process; the script as a process: the refusal below
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        script.main(['--dry-run', '--nets', 'resnet8', '--threads', '1', '--methods', *methods, '--out', str(tmp_path),
+                     '--data', str(shared / 'data' / 'cifar10-subset')])
+    finally:
+        torch.set_num_threads(threads)
+    stdout = capsys.readouterr().out
     result = json.loads((tmp_path / 'results.json').read_text())
     rows = {r['method']: r for r in result['rows']}
     assert list(rows) == methods and result['seeds'] == [0] and result['epochs'] == 2
-    script = load_script(monkeypatch)
     flops, params = model_hinge.count(script.build_net('resnet8', 0), torch.zeros(1, 3, 32, 32))
     for method, row in rows.items():
         (run,) = row['runs']
@@ -53,7 +57,7 @@ def test_dry_run_reports_every_method_against_one_counter(tmp_path, shared, monk
         assert 0.3 < rows[method]['runs'][0]['flops_ratio'] <= 0.5
     assert (tmp_path / 'baselines' / 'resnet8_seed0_e2_b64_dry.pt').is_file()
     assert (doc.stat().st_mtime_ns if doc.exists() else None) == before     # the dry run writes no document
-    assert '| resnet8 | hinge | 1 | ' in done.stdout
+    assert '| resnet8 | hinge | 1 | ' in stdout
 
 
 def test_a_failing_method_becomes_a_row_note(tmp_path, shared, monkeypatch):
