@@ -16,6 +16,7 @@ from utils import export, target
 from utils.io import save_torch
 
 DEMO = '--template Demo --model Hinge_ResNet_Basic --depth 8 --downsample_type A'
+pytestmark = pytest.mark.usefixtures('unrendered_plots')      # plot files written empty: tests/test_report.py
 
 
 def test_the_flags_parse_with_their_defaults():
@@ -61,10 +62,11 @@ def test_decompose_free_gives_the_automatic_plan_both_directions():
         assert found == directions
 
 
-def test_a_latency_run_reports_its_prediction_and_exports_with_the_same_folds(small_demo, tmp_path, fake_timer):
+def test_a_latency_run_reports_its_prediction_and_exports_with_the_same_folds(tiny_demo, tmp_path, fake_timer):
     runs = tmp_path / 'runs'
     flags = f'{DEMO} --target latency --latency_batch 8 --dir_save {runs} --cpu'
-    main_hinge.run(make_args(f'{flags} --ratio 0.97 --stop_limit 0.2 --epochs 1 --save run --print_every 1000'))
+    main_hinge.run(make_args(f'{flags} --ratio 0.97 --stop_limit 0.2 --epochs 1 --batch_size 16 --save run '
+                             '--print_every 1000'))
     results = json.loads((runs / 'run' / 'results.json').read_text())
     assert results['latency_predicted_ms'] == pytest.approx(results['latency_measured_ms'])
     assert abs(results['latency_ratio_predicted'] - 0.97) < 0.02
@@ -80,7 +82,7 @@ def test_a_latency_run_reports_its_prediction_and_exports_with_the_same_folds(sm
     assert program(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
-def test_the_export_folds_the_pairs_that_are_faster_folded_by_default(small_demo, tmp_path, fake_timer, monkeypatch):
+def test_the_export_folds_the_pairs_that_are_faster_folded_by_default(tiny_demo, tmp_path, fake_timer, monkeypatch):
     """A compressed checkpoint whose last decomposed layer kept every basis filter: with --target latency the
     export folds that pair (faster folded at its widths), with --export_merge plan it folds none."""
     monkeypatch.setattr(export, 'onnx_missing', lambda: 'not needed here')
