@@ -90,9 +90,12 @@ class Trainer:
     def set_network(self, net: nn.Module) -> None:
         """Train `net` from now on (again after compression changed its shapes): DDP and torch.compile are
         applied to it here. A previous DDP wrapper is destroyed first: it holds the gradient accumulators of
-        the parameters at their old shapes. Channels-last: the faster layout for convolutions on CPU and GPU."""
-        self.model = None
-        gc.collect()
+        the parameters at their old shapes (a full collection, so only where there is a wrapper: not in one process
+        without --compile). Channels-last: the faster layout for convolutions on CPU and GPU."""
+        wrapper, self.model = getattr(self, 'model', None), None
+        if wrapper is not None and wrapper is not self.net:
+            del wrapper
+            gc.collect()
         self.net = net.to(memory_format=torch.channels_last)
         self.model = compiled(wrapped(net, self.world, self.device), self.args.compile, self.log)
 
