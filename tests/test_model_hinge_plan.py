@@ -17,7 +17,7 @@ from model_hinge.surgery import compress, load_state
 
 @pytest.mark.parametrize('name', list(SMALL))
 def test_a_plan_round_trips_through_json(name):
-    hm, _ = hinge_model(SMALL[name])
+    hm, _ = hinge_model(SMALL[name], init='p-identity')      # the plan does not depend on the initialisation
     text = json.dumps(hm.plan.to_dict())
     assert Plan.from_dict(json.loads(text)) == hm.plan
     assert hm.plan.model == name

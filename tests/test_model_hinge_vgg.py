@@ -16,7 +16,7 @@ def test_state_dict_equals_the_originals_manifest(shared):
 
 
 def test_columns_decompose_and_rows_prune_but_the_classifier_input_stays():
-    hm, _ = hinge_model(SMALL['Hinge_VGG'])
+    hm, _ = hinge_model(SMALL['Hinge_VGG'], init='p-identity')
     blocks = [m for m in hm.net.features if isinstance(m, torch.nn.Sequential)][1:]
     widths = [b[0][1].out_channels for b in blocks]
     compress(hm.families, zero_groups(hm, every=2), hm.net)
