@@ -269,7 +269,8 @@ def plan_for(args: Namespace, net: nn.Module, input_dim: tuple) -> Plan:
     if not is_auto(args.model):
         return adapter_for(args.model).plan(net)
     try:
-        return auto_plan(net, torch.zeros(1, *input_dim), decompose_free=args.decompose_free)
+        return auto_plan(net, torch.zeros(1, *input_dim), decompose_free=args.decompose_free,
+                         prune_coupled=not args.decompose_coupled)
     except HingeError as err:
         raise UsageError(f'--base {args.base}: {err}') from None
 

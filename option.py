@@ -161,6 +161,10 @@ def _add_hinge(p: argparse.ArgumentParser) -> None:
     g.add_argument('--decompose_free', action='store_true',
                    help=f'with --model {AUTO}: decompose the convolutions the automatic plan prunes too (the '
                         "paper's pruning and decomposition with one A, unmerged); default: prune them only")
+    g.add_argument('--decompose_coupled', action='store_true',
+                   help=f'with --model {AUTO}: decompose the convolutions whose outputs are coupled (residual sums, '
+                        "squeeze-excitation scales), the paper's choice; default: prune them together where they "
+                        'can be cut together')
     g.add_argument('--start', type=int, default=3, help='accepted for compatibility; unused')
 
 
@@ -278,9 +282,10 @@ def check(args: argparse.Namespace) -> None:
         problems.append('--reset cannot be combined with --load: --reset starts the run directory afresh.')
     if a.nesterov and a.momentum == 0:
         problems.append('--nesterov needs a --momentum greater than 0.')
-    if a.decompose_free and not is_auto(a.model):
-        problems.append(f'--decompose_free changes the automatic plan of --model {AUTO}; drop it for --model '
-                        f'{a.model}, whose plan is hand-written.')
+    for flag in ('decompose_free', 'decompose_coupled'):
+        if getattr(a, flag) and not is_auto(a.model):
+            problems.append(f'--{flag} changes the automatic plan of --model {AUTO}; drop it for --model '
+                            f'{a.model}, whose plan is hand-written.')
     for problem in problems:
         if problem:
             raise UsageError(problem)

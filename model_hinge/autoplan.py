@@ -532,17 +532,24 @@ def grouped_reader(tracer: ChannelTracer, channels: torch.Tensor) -> tuple[str, 
     return q
 
 
-def consumer_cuts(sites: list[Site], channels: torch.Tensor, renamed: dict[str, str],
+def group_lookup(size: int, channel_lists: list[torch.Tensor]) -> torch.Tensor:
+    """The group of every channel id (-1: none; the last entry answers FIXED): channel g of each list is group g."""
+    lookup = torch.full((size + 1,), -1, dtype=torch.long)
+    for channels in channel_lists:
+        lookup[channels] = torch.arange(len(channels))
+    return lookup
+
+
+def consumer_cuts(sites: list[Site], lookup: torch.Tensor, count: int, renamed: dict[str, str],
                   as_offset: bool = True) -> list[Cut] | None:
-    """The cuts of every axis that reads these channels, in channel order; None when some axis holds them in
-    unequal numbers of positions (then they cannot be pruned as groups). A contiguous block of one position per
-    channel is written as an offset unless `as_offset` is False (the family's groups hold other channel counts)."""
+    """The cuts of every axis that reads the `count` groups of `lookup`, in group order; None when some axis holds
+    them in unequal numbers of positions (then they cannot be pruned as groups). A contiguous block of one position
+    per group is written as an offset unless `as_offset` is False (the family's groups hold other channel counts)."""
     cuts = []
-    first, count = int(channels[0]), len(channels)
     for site in sites:
-        mask = (site.ids >= first) & (site.ids < first + count)
-        positions = mask.nonzero().view(-1)
-        owner = site.ids[positions] - first
+        groups = lookup[site.ids]
+        positions = (groups >= 0).nonzero().view(-1)
+        owner = groups[positions]
         per_channel = torch.bincount(owner, minlength=count)
         if bool((per_channel != per_channel[0]).any()):
             return None
@@ -567,23 +574,71 @@ def pruning_cuts(tracer: ChannelTracer, path: str, readers: dict[str, list[Site]
         notes.append(f'{path}: the grouped convolution {grouped} reads its channels, and whole groups of both cannot '
                      'be cut together; decomposed instead.')
         return None, 1
-    cuts = consumer_cuts(readers[path], channels, renamed)
+    size = len(tracer.sets.parent)
+    cuts = consumer_cuts(readers[path], group_lookup(size, [channels]), len(channels), renamed)
     chunk = 1
     if grouped is not None and cuts is not None:
         q, chunk = grouped
         outputs = tracer.grouped[q][2]
-        follow = consumer_cuts(readers[q], outputs, renamed, as_offset=len(outputs) == len(channels))
+        follow = consumer_cuts(readers[q], group_lookup(size, [outputs]), len(outputs), renamed,
+                               as_offset=len(outputs) == len(channels))
         cuts = None if follow is None else cuts + follow
     if cuts is None:
         notes.append(f'{path}: its channels are read in unequal numbers of positions; decomposed instead.')
     return cuts, chunk
 
 
-def auto_plan(model: nn.Module, example_inputs, decompose_free: bool = False, name: str = 'Hinge') -> Plan:
+def coupled_writers(tracer: ChannelTracer) -> list[tuple[str, ...]]:
+    """The groups of convolutions whose outputs are coupled channel for channel and to nothing else (the writers
+    of one residual stream, a convolution and the squeeze-excitation scale that multiplies it): every set of their
+    channels holds channel i of each of them and no other channel, and nothing fixed touches it."""
+    sets = tracer.sets
+    owner: dict[int, tuple[str, int]] = {}
+    for path in tracer.order:
+        owner.update({c: (path, i) for i, c in enumerate(tracer.producers[path].tolist())})
+    members: dict[int, list[tuple[str, int] | None]] = {}
+    for x in range(len(sets.parent)):
+        members.setdefault(sets.find(x), []).append(owner.get(x))
+    found = []
+    for path in tracer.order:
+        first = sets.find(int(tracer.producers[path][0]))
+        if sets.size[first] < 2 or any(m is None for m in members[first]):
+            continue
+        writers = tuple(sorted({m[0] for m in members[first]}, key=tracer.order.index))
+        if path != writers[0] or len(writers) != len(members[first]):
+            continue
+        count = len(tracer.producers[path])
+        aligned = all(len(tracer.producers[w]) == count for w in writers) and all(
+            not sets.frozen[sets.find(int(c))]
+            and sorted(members[sets.find(int(c))]) == sorted((w, i) for w in writers)
+            for i, c in enumerate(tracer.producers[path]))
+        if aligned and all(grouped_reader(tracer, tracer.producers[w]) is None for w in writers):
+            found.append(writers)
+    return found
+
+
+def joint_cuts(tracer: ChannelTracer, writers: tuple[str, ...], readers: dict[str, list[Site]],
+               renamed: dict[str, str], notes: list[str]) -> list[Cut] | None:
+    """The cuts that prune coupled writers' channels together: every axis that reads any of them, in channel
+    order; None (noted) when some axis reads them in unequal numbers of positions."""
+    sites = list({(s.tensor, s.axis): s for w in writers for s in readers[w]}.values())
+    lookup = group_lookup(len(tracer.sets.parent), [tracer.producers[w] for w in writers])
+    cuts = consumer_cuts(sites, lookup, len(tracer.producers[writers[0]]), renamed)
+    if cuts is None:
+        notes.append(f'{", ".join(writers)}: their coupled channels are read in unequal numbers of positions; '
+                     'decomposed instead.')
+    return cuts
+
+
+def auto_plan(model: nn.Module, example_inputs, decompose_free: bool = False, prune_coupled: bool = True,
+              name: str = 'Hinge') -> Plan:
     """The compression plan of any torch.fx-traceable CNN (see the module docstring); the model is not changed.
 
     `decompose_free`: the convolutions whose outputs are pruned also get their A's columns regularised
     (decomposition and pruning with one matrix, which then stays unmerged).
+    `prune_coupled`: convolutions whose outputs are coupled channel for channel (the writers of a residual
+    stream) are pruned together, one group per coupled channel over the rows of all their matrices, instead of
+    decomposed; coupled channels that cannot be cut together are decomposed as before.
     """
     tracer = trace_channels(model, example_inputs)
     sets = tracer.sets
@@ -591,15 +646,23 @@ def auto_plan(model: nn.Module, example_inputs, decompose_free: bool = False, na
     free = {p for p in tracer.order if all(sets.is_free(int(c)) for c in tracer.producers[p])}
     readers = sites_by_owner(tracer, {**tracer.producers, **{q: g[2] for q, g in tracer.grouped.items()}})
     insertions, pruning, decomposing, notes = [], [], [], list(tracer.notes)
+    joint = {}
+    for writers in coupled_writers(tracer) if prune_coupled else []:
+        cuts = joint_cuts(tracer, writers, readers, renamed, notes)
+        if cuts is not None:
+            joint.update({w: (writers, cuts) for w in writers})
     for block, path in enumerate(tracer.order):
         conv = model.get_submodule(path)
         a = f'{path}.1'
         cuts, chunk = pruning_cuts(tracer, path, readers, renamed, notes) if path in free else (None, 1)
-        prune = cuts is not None
+        prune = cuts is not None or path in joint
         insertions.append(Insertion(path, group_dim=0 if prune else 1, merge=prune and not decompose_free))
-        if prune:
-            own = [Cut(f'{a}.weight', 0)] + ([Cut(f'{a}.bias', 0)] if conv.bias is not None else [])
-            pruning.append(Family(block, 1, 0, [Member(f'{a}.weight', 0, chunk)], own + cuts))
+        if cuts is not None:
+            pruning.append(Family(block, 1, 0, [Member(f'{a}.weight', 0, chunk)], own_cuts(path, conv) + cuts))
+        elif path in joint and joint[path][0][0] == path:
+            writers, shared = joint[path]
+            own = [c for w in writers for c in own_cuts(w, model.get_submodule(w))]
+            pruning.append(Family(block, 1, 0, [Member(f'{w}.1.weight', 0) for w in writers], own + shared))
         if not prune or decompose_free:
             decomposing.append(Family(block, 2, 0, [Member(f'{a}.weight', 1)],
                                       [Cut(f'{path}.0.weight', 0), Cut(f'{a}.weight', 1)]))
@@ -610,14 +673,21 @@ def auto_plan(model: nn.Module, example_inputs, decompose_free: bool = False, na
     return Plan(name, insertions, {}, families, Policy(label='Conv', roles=roles), notes=notes)
 
 
+def own_cuts(path: str, conv: nn.Module) -> list[Cut]:
+    """The rows of the A after the convolution at `path` (and of the bias it takes over)."""
+    a = f'{path}.1'
+    return [Cut(f'{a}.weight', 0)] + ([Cut(f'{a}.bias', 0)] if conv.bias is not None else [])
+
+
 def summary(plan: Plan, model: nn.Module) -> dict[str, list[str]]:
     """Which convolutions of the (unconverted) model a plan prunes (the rows of its A), decomposes (the columns)
     and leaves alone; a family whose matrix is an existing convolution names that convolution."""
     conv_of = {i.matrix_path: i.conv for i in plan.insertions}
     kinds: dict[str, set[str]] = {'pruned': set(), 'decomposed': set()}
     for fam in plan.families:
-        matrix = split_path(fam.members[0].tensor)[0]
-        kinds['pruned' if fam.members[0].dim == 0 else 'decomposed'].add(conv_of.get(matrix, matrix))
+        for member in fam.members:
+            matrix = split_path(member.tensor)[0]
+            kinds['pruned' if member.dim == 0 else 'decomposed'].add(conv_of.get(matrix, matrix))
     touched = kinds['pruned'] | kinds['decomposed'] | set(conv_of.values())
     convs = [p for p, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     return {'pruned': sorted(kinds['pruned']), 'decomposed': sorted(kinds['decomposed']),

@@ -1,4 +1,4 @@
-"""--target latency, --latency_batch, --decompose_free and the --export_merge default on the command line (a fake
+"""--target latency, --latency_batch, --decompose_free, --decompose_coupled and the --export_merge default on the
 layer timer: no speed is measured here)."""
 
 import json
@@ -21,7 +21,8 @@ pytestmark = pytest.mark.usefixtures('unrendered_plots')      # plot files writt
 
 def test_the_flags_parse_with_their_defaults():
     args = make_args(DEMO)
-    assert (args.target, args.latency_batch, args.export_merge, args.decompose_free) == ('flops', 64, None, False)
+    assert (args.target, args.latency_batch, args.export_merge, args.decompose_free, args.decompose_coupled) == (
+        'flops', 64, None, False, False)
     assert target.export_merge(args) == 'cheaper'
     assert target.export_merge(make_args(f'{DEMO} --legacy_search')) == 'plan'       # the paper's behaviour
     assert target.export_merge(make_args(f'{DEMO} --export_merge plan')) == 'plan'
@@ -39,6 +40,7 @@ BAD = [
     (f'{DEMO} --target speed', "argument --target: invalid choice: 'speed'"),
     (f'{DEMO} --latency_batch 0', '--latency_batch 0 must be at least 1'),
     (f'{DEMO} --decompose_free', '--decompose_free changes the automatic plan of --model Hinge'),
+    (f'{DEMO} --decompose_coupled', '--decompose_coupled changes the automatic plan of --model Hinge'),
     (f'{DEMO} --target latency --ratio 0.01', 'leaves 0.'),
 ]
 
@@ -59,6 +61,18 @@ def test_decompose_free_gives_the_automatic_plan_both_directions():
         args = make_args(argv + flag)
         plan = main_hinge.plan_for(args, build_baseline(args, 'ResNet'), (3, 32, 32))
         found = {f.members[0].dim for f in plan.families if f.members[0].tensor == 'features.1.0.body.0.1.weight'}
+        assert found == directions
+
+
+def test_decompose_coupled_gives_the_residual_convolutions_columns():
+    """ResNet's second convolution of a block writes into the residual sum: pruned with the other writers of
+    the stream by default, decomposed (columns of its own A) with --decompose_coupled. (With --downsample_type A
+    the zero-padded shortcuts couple the streams of all stages at different widths: decomposed either way.)"""
+    argv = '--template Demo --model Hinge --base ResNet --depth 8 --downsample_type C'
+    for flag, directions in (('', {0}), (' --decompose_coupled', {1})):
+        args = make_args(argv + flag)
+        plan = main_hinge.plan_for(args, build_baseline(args, 'ResNet'), (3, 32, 32))
+        found = {m.dim for f in plan.families for m in f.members if m.tensor == 'features.1.0.body.3.1.weight'}
         assert found == directions
 
 

@@ -53,10 +53,14 @@ def compressed_resnet18(tmp_path_factory):
 
 def test_steps_shrink_the_groups(compressed_resnet18):
     _, _, _, before, after = compressed_resnet18
+    hinge = compressed_resnet18[0]
     groups = sum(len(n) for n in before.values())
     total_before = sum(float(n.sum()) for n in before.values())
     total_after = sum(float(n.sum()) for n in after.values())
-    assert total_before == pytest.approx(groups)   # A starts as the identity: every row and column has norm 1
+    # A starts as the identity: a group spanning the rows of k matrices (coupled writers pruned together) has
+    # norm sqrt(k)
+    assert total_before == pytest.approx(sum(len(n) * len(f.members) ** 0.5
+                                             for n, f in zip(before.values(), hinge.plan.families, strict=True)))
     # 3 soft thresholdings by regularization 0.5 x lr 0.05 take 0.075 off every norm; the SGD steps of the
     # loss move them by far less
     assert total_after < total_before - 0.5 * 0.075 * groups
@@ -73,7 +77,9 @@ def test_compress_reaches_the_ratio_and_returns_a_plain_smaller_module(compresse
     assert params < report['params']
     assert all(type(m).__module__.startswith('torch.nn') or type(m).__module__.startswith('torchvision')
                for m in small.modules())
-    assert report['pruned'] and report['decomposed']
+    # every coupling of resnet18 is a residual sum that only convolutions and BatchNorms read: all 20
+    # convolutions are pruned, the coupled ones together
+    assert len(report['pruned']) == 20 and report['decomposed'] == []
     assert all(kept <= size for _, _, kept, size in report['kept'])
 
 
@@ -241,26 +247,26 @@ def public_api_battery(name: str, size: int) -> dict:
                 'export': float((torch.export.export(small, (x,)).module()(x) - expected).abs().max() / scale)}
 
 
+CLASSIFIERS = torchvision.models.list_models(module=torchvision.models)
+
+
 @pytest.mark.slow
-def test_every_torchvision_classification_model_that_traces_goes_through_the_public_api():
+@pytest.mark.parametrize('name', CLASSIFIERS)
+def test_every_torchvision_classification_model_that_traces_goes_through_the_public_api(name):
     """Every torchvision classification model of at most 30M parameters that traces, at 64x64 (224 for the
     vision transformers): the output kept by conversion, the ratio reached (or the closest, said), save/load and
-    export exact. Prints the coverage."""
-    done, refused, large = [], [], []
-    for name in torchvision.models.list_models(module=torchvision.models):
-        size = 224 if name.startswith(('vit', 'swin', 'maxvit')) else 64
-        if sum(p.numel() for p in torchvision.models.get_model(name, num_classes=10).parameters()) > 30e6:
-            large.append(name)
-            continue
-        try:
-            result = public_api_battery(name, size)
-        except ValueError as err:
-            assert 'does not trace' in str(err) or 'does not run' in str(err), (name, err)
-            refused.append(name)
-            continue
-        assert result['conversion'] < 1e-5 and result['load'] < 1e-4 and result['export'] < 1e-4, (name, result)
-        assert abs(result['searched'] - result['ratio']) <= 0.02 or result['said'], (name, result)
-        done.append(name)
-    print(f'\n{len(done)} models through the API; refused (do not trace or run): {refused}; over 30M parameters, '
-          f'not run: {large}')
-    assert len(done) >= 40
+    export exact. A model that does not trace or run is refused with the planner's sentence; larger ones are
+    skipped (memory and time of a CPU test run)."""
+    size = 224 if name.startswith(('vit', 'swin', 'maxvit')) else 64
+    extra = {'aux_logits': False, 'init_weights': False} if name in ('googlenet', 'inception_v3') else {}
+    with torch.device('meta'):
+        parameters = sum(p.numel() for p in torchvision.models.get_model(name, num_classes=10, **extra).parameters())
+    if parameters > 30e6:
+        pytest.skip(f'{name}: {parameters / 1e6:.0f}M parameters')
+    try:
+        result = public_api_battery(name, size)
+    except ValueError as err:
+        assert 'does not trace' in str(err) or 'does not run' in str(err), (name, err)
+        pytest.skip(f'{name} refused: {err}')
+    assert result['conversion'] < 1e-5 and result['load'] < 1e-4 and result['export'] < 1e-4, (name, result)
+    assert abs(result['searched'] - result['ratio']) <= 0.02 or result['said'], (name, result)

@@ -118,20 +118,23 @@ def normalised_families(plan: Plan) -> dict:
     return families
 
 
+PAPER = {'prune_coupled': False}   # the paper's choice: coupled channels are decomposed, never pruned
 HAND_PLANS = {
     # Hinge model: (command line, planner option, families the planner adds and why)
-    'Hinge_ResNet_Basic': ('--model ResNet --depth 14 --downsample_type A', {}, {('features.0.0', 1)}),
-    'Hinge_WIDE_RESNET': ('--model Wide_ResNet --depth 10 --widen_factor 2', {},
+    'Hinge_ResNet_Basic': ('--model ResNet --depth 14 --downsample_type A', PAPER, {('features.0.0', 1)}),
+    'Hinge_WIDE_RESNET': ('--model Wide_ResNet --depth 10 --widen_factor 2', PAPER,
                           {('conv1', 0), ('layer1.0.shortcut.0', 1), ('layer2.0.shortcut.0', 1),
                            ('layer3.0.shortcut.0', 1)}),
-    'Hinge_DenseNet': ('--model DenseNet --depth 16 --k 6', {}, {('features.0', 0)}),
-    'Hinge_VGG': ('--model VGG --vgg_type ef', {'decompose_free': True}, {('features.0.0', 0), ('features.0.0', 1)}),
+    'Hinge_DenseNet': ('--model DenseNet --depth 16 --k 6', PAPER, {('features.0', 0)}),
+    'Hinge_VGG': ('--model VGG --vgg_type ef', {**PAPER, 'decompose_free': True},
+                  {('features.0.0', 0), ('features.0.0', 1)}),
 }
 
 
 @pytest.mark.parametrize('name', list(HAND_PLANS))
 def test_the_hand_written_plans_are_reproduced(name):
-    """Every family of the hand-written plan, with the same cuts, is in the automatic plan. The planner adds the
+    """With the paper's choice for coupled channels (decomposed), every family of the hand-written plan, with the
+    same cuts, is in the automatic plan. The planner adds the
     convolutions the hand plans leave out: ResNet's stem (coupled with the first residual sums: decomposed); WRN's
     stem (read only by the first block's BatchNorm and shortcut convolution: pruned) and its shortcut
     convolutions (decomposed); DenseNet's first convolution (its channels enter every concatenation of the first
@@ -154,7 +157,7 @@ def test_the_hand_written_plans_are_reproduced(name):
 
 def test_each_coupling_decides_between_pruning_and_decomposition():
     net = Mixed()
-    plan = auto_plan(net, torch.zeros(1, 3, 16, 16))
+    plan = auto_plan(net, torch.zeros(1, 3, 16, 16), **PAPER)
     assert summary(plan, net) == {
         'pruned': ['branch', 'head', 'last', 'se_reduce'],     # free: only convolutions and a Linear read them
         'decomposed': ['expand', 'project', 'se_expand', 'shuffled', 'stem'],  # residual, SE scale, shuffle
@@ -252,13 +255,13 @@ def test_plans_round_trip_through_json():
     assert Plan.from_json(plan.to_json()) == plan
 
 
-def check_exact_compression(net: nn.Module, size: int) -> None:
+def check_exact_compression(net: nn.Module, size: int, **plan_options) -> None:
     """Conversion preserves the output; cutting the zeroed groups preserves it; the would-be FLOPs from channel
     counts equal the counted FLOPs of the cut network."""
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         reference = net(x)
-    hm = HingeModel(net, auto_plan(net, x), (3, size, size), 'p-identity')
+    hm = HingeModel(net, auto_plan(net, x, **plan_options), (3, size, size), 'p-identity')
     net.eval()
     with torch.no_grad():
         assert torch.allclose(net(x), reference, atol=1e-5, rtol=1e-5)
@@ -280,6 +283,30 @@ def test_the_mixed_network_converts_and_cuts_exactly():
 @pytest.mark.parametrize('name', FAST_TORCHVISION)
 def test_torchvision_models_convert_and_cut_exactly(name):
     check_exact_compression(torchvision_model(name), 32)
+
+
+def test_coupled_writers_are_pruned_together_by_default():
+    """By default (prune_coupled), the Mixed network's two couplings (the residual sum of stem and project, the
+    squeeze-excitation scale of expand and se_expand) become one pruning family each, over both matrices' rows;
+    the shuffled channels still cannot be cut and stay decomposed."""
+    net = Mixed()
+    plan = auto_plan(net, torch.zeros(1, 3, 16, 16))
+    assert summary(plan, net) == {
+        'pruned': ['branch', 'expand', 'head', 'last', 'project', 'se_expand', 'se_reduce', 'stem'],
+        'decomposed': ['shuffled'], 'left alone': ['dw']}
+    joint = sorted([m.tensor for m in f.members] for f in plan.families if len(f.members) > 1)
+    assert joint == [['expand.1.weight', 'se_expand.1.weight'], ['stem.1.weight', 'project.1.weight']]
+    residual = next(f for f in plan.families if f.members[0].tensor == 'stem.1.weight')
+    readers = {(c.tensor, c.axis) for c in residual.cuts}
+    assert {('expand.0.weight', 1), ('branch.0.weight', 1), ('head.0.weight', 1), ('bn.weight', 0),
+            ('bn_p.running_var', 0)} <= readers
+
+
+@pytest.mark.parametrize('name', ['mixed', 'resnet18', 'mobilenet_v3_small'])
+def test_decomposed_couplings_convert_and_cut_exactly(name):
+    """The paper's choice (coupled channels decomposed) on the networks whose couplings the default prunes."""
+    net = randomise(Mixed()) if name == 'mixed' else torchvision_model(name)
+    check_exact_compression(net, 16 if name == 'mixed' else 32, **PAPER)
 
 
 @pytest.mark.slow

@@ -185,7 +185,8 @@ def test_config_refuses_bad_targets_batches_and_caches():
 
 
 class Residual(nn.Module):
-    """A stem and two residual convolutions (coupled by the sums: decomposed) and a free one (pruned, merged)."""
+    """A stem and two residual convolutions (coupled by the sums: decomposed under the paper's choice,
+    `paper_plan`) and a free one (pruned, merged)."""
 
     def __init__(self):
         super().__init__()
@@ -197,6 +198,11 @@ class Residual(nn.Module):
         x = x + self.a(torch.relu(x))
         x = x + self.b(torch.relu(x))
         return self.head(self.free(torch.relu(x)).mean((2, 3)))
+
+
+def paper_plan(model: nn.Module, x: torch.Tensor) -> model_hinge.Plan:
+    """The automatic plan with coupled channels decomposed (the paper's choice), not pruned together."""
+    return model_hinge.auto_plan(model, x, prune_coupled=False)
 
 
 def scaled_norms(hinge: model_hinge.Hinge, large: str) -> None:
@@ -214,7 +220,8 @@ def scaled_norms(hinge: model_hinge.Hinge, large: str) -> None:
 def test_compress_folds_the_pairs_that_do_not_pay_by_default(fold):
     torch.manual_seed(0)
     model = Residual()
-    hinge = model_hinge.Hinge(model, torch.randn(1, 3, 8, 8), ratio=0.7, init_method='p-identity')
+    x = torch.randn(1, 3, 8, 8)
+    hinge = model_hinge.Hinge(model, x, paper_plan(model, x), ratio=0.7, init_method='p-identity')
     assert {i.conv for i in hinge.plan.insertions if not i.merge} == {'stem', 'a', 'b'}
     scaled_norms(hinge, 'a')
     small = hinge.compress() if fold == 'cheaper' else hinge.compress(fold=fold)
@@ -229,10 +236,11 @@ def test_the_api_targets_latency_and_reports_the_prediction_next_to_the_measurem
     model = Residual()
     x = torch.randn(2, 3, 8, 8)
     with pytest.raises(ValueError, match=r'leaves 0\.\d+ of the measured latency'):
-        model_hinge.Hinge(model, x, ratio=0.01, target='latency', init_method='p-identity')
+        model_hinge.Hinge(model, x, paper_plan(model, x), ratio=0.01, target='latency', init_method='p-identity')
     assert isinstance(model.a, nn.Conv2d)                               # refused before the model changed
     cache = tmp_path / 'times.json'
-    hinge = model_hinge.Hinge(model, x, ratio=0.7, target='latency', init_method='p-identity', latency_cache=cache)
+    hinge = model_hinge.Hinge(model, x, paper_plan(model, x), ratio=0.7, target='latency', init_method='p-identity',
+                              latency_cache=cache)
     assert cache.is_file()
     scaled_norms(hinge, 'a')
     hinge.compress()
