@@ -5,9 +5,9 @@ For each model (num_classes=10, random weights: speed does not depend on the val
 made and timed, the model is converted through the public API (model_hinge.Hinge), each sparsity-inducing
 matrix is scaled by a random factor so that layers keep different fractions of their groups (as searched
 networks do), and Hinge.compress() runs the threshold search to `--ratio`. Throughput (images/s) of the
-baseline and of the compressed network, with the plan's folds and with every cheaper pair folded too
-(Hinge.fold_cheaper), eager and exported (torch.export), at each batch size; all variants timed in turn,
-medians of `--repeat` rounds.
+baseline, of the compressed network (defaults; with coupled channels decomposed, the paper's choice, with and
+without the folds of the pairs that do not pay) and of Torch-Pruning's network at the same MAC target, eager
+and exported (torch.export), at each batch size; all variants timed in turn, medians of `--repeat` rounds.
 The section `torchvision` of `--out` is rewritten.
 
     python scripts/benchmark_auto.py [--models resnet18 ...] [--size 128] [--ratio 0.5] [--batches 1 8 32]
@@ -19,6 +19,7 @@ The section `torchvision` of `--out` is rewritten.
 import argparse
 import copy
 import os
+import re
 import statistics
 import sys
 import time
@@ -58,27 +59,37 @@ def scatter_norms(hinge: model_hinge.Hinge, seed: int = 1) -> None:
                 a.mul_(float(torch.empty(1).uniform_(-1.5, 1.5, generator=generator).exp()))
 
 
-def compressed(name: str, size: int, ratio: float) -> dict:
-    """Baseline, plan time, and the compressed network with the plan's folds and with the cheaper pairs folded."""
-    baseline = build(name)
-    x = torch.zeros(1, 3, size, size)
-    start = time.perf_counter()
-    plan = model_hinge.auto_plan(baseline, x)
-    plan_seconds = time.perf_counter() - start
+def hinge_variant(baseline: nn.Module, plan, x: torch.Tensor, ratio: float, fold: str) -> tuple[nn.Module, dict]:
+    """A copy of the baseline converted with `plan`, its matrices scattered, compressed to `ratio` with `fold`."""
     net = copy.deepcopy(baseline)
     hinge = model_hinge.Hinge(net, x, plan=plan, ratio=ratio)
     scatter_norms(hinge)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        hinge.compress(fold='plan')
-    report = hinge.report()
-    cheaper_hinge = copy.deepcopy(hinge)
-    folded = cheaper_hinge.fold_cheaper()
-    report['cheaper_flops_ratio'] = cheaper_hinge.report()['flops_ratio']
-    peer, peer_note = torch_pruning_variant(name, size, ratio)
-    return {'baseline': baseline, 'plan': net.eval(), 'cheaper': cheaper_hinge.model.eval(), 'folded': len(folded),
-            'plan_seconds': plan_seconds, 'report': report, 'peer': peer, 'peer_note': peer_note,
-            'peer_flops': model_hinge.count(peer, x)[0] / report['flops'] if peer is not None else None}
+        hinge.compress(fold=fold)
+    return net.eval(), {**hinge.report(), 'folded': len(hinge.hm.folded)}
+
+
+def compressed(name: str, size: int, ratio: float) -> dict:
+    """Baseline, plan time, Hinge's default (coupled channels pruned together; compress() folds the pairs that do
+    not pay and the threshold search counts them folded), the paper's choice for coupled channels (decomposed)
+    with those folds and with the plan's folds only, and Torch-Pruning's network; every variant's FLOPs and
+    parameter ratios by this project's counter."""
+    baseline = build(name)
+    x = torch.zeros(1, 3, size, size)
+    start = time.perf_counter()
+    plan = model_hinge.auto_plan(baseline, x)
+    plan_seconds = time.perf_counter() - start
+    flops, params = model_hinge.count(baseline, x)
+    nets, reports = {'baseline': baseline}, {}
+    nets['hinge'], reports['hinge'] = hinge_variant(baseline, plan, x, ratio, 'cheaper')
+    paper = model_hinge.auto_plan(baseline, x, prune_coupled=False)
+    nets['decomposed'], reports['decomposed'] = hinge_variant(baseline, paper, x, ratio, 'cheaper')
+    nets['paper'], reports['paper'] = hinge_variant(baseline, paper, x, ratio, 'plan')
+    nets['torch-pruning'], peer_note = torch_pruning_variant(name, size, ratio)
+    ratios = {key: tuple(n / d for n, d in zip(model_hinge.count(net, x), (flops, params), strict=True))
+              for key, net in nets.items() if net is not None and key != 'baseline'}
+    return {'nets': nets, 'ratios': ratios, 'plan_seconds': plan_seconds, 'reports': reports, 'peer_note': peer_note}
 
 
 def torch_pruning_variant(name: str, size: int, ratio: float) -> tuple[nn.Module | None, str]:
@@ -127,40 +138,47 @@ def throughputs(runs: dict, size: int, batch: int, repeat: int) -> dict:
 def measure(name: str, opts: argparse.Namespace) -> dict:
     c = compressed(name, opts.size, opts.ratio)
     runs = {}
-    for variant in ('baseline', 'plan', 'cheaper', 'peer'):
-        if (variant == 'cheaper' and not c['folded']) or c.get(variant) is None:
-            continue
-        for runtime, run in runners(c[variant], opts.size).items():
-            runs[(variant, runtime)] = run
+    for variant, net in c['nets'].items():
+        if net is not None:
+            for runtime, run in runners(net, opts.size).items():
+                runs[(variant, runtime)] = run
     rates = {}
     for batch in opts.batches:
         rates.update({(*key, batch): rate for key, rate in throughputs(runs, opts.size, batch, opts.repeat).items()})
     return {**c, 'rates': rates}
 
 
-def row(name: str, m: dict, opts: argparse.Namespace) -> str:
-    r = m['report']
-    speed = []
-    for runtime in ('eager', 'exported'):
-        for batch in opts.batches:
-            base = m['rates'][('baseline', runtime, batch)]
-            plan = m['rates'][('plan', runtime, batch)] / base
-            cheaper = m['rates'].get(('cheaper', runtime, batch))
-            speed.append(f'{plan:.2f}x' + (f' ({cheaper / base:.2f}x)' if cheaper else ''))
-    layers = f'{len(r["pruned"])} / {len(r["decomposed"])} / {len(r["left alone"])}'
-    peer = m['peer_note'] or ' / '.join(
-        f'{m["rates"][("peer", "eager", b)] / m["rates"][("baseline", "eager", b)]:.2f}x' for b in opts.batches)
-    peer_flops = f'{m["peer_flops"]:.3f}' if m['peer_flops'] is not None else '-'
-    return (f'| {name} | {m["plan_seconds"]:.2f} | {layers} | {r["flops_ratio"]:.3f} | {r["params_ratio"]:.3f} | '
-            f'{m["folded"]} ({r["cheaper_flops_ratio"]:.3f}) | ' + ' | '.join(speed) + f' | {peer_flops} | {peer} |')
+VARIANTS = {'hinge': 'Hinge', 'decomposed': 'Hinge, coupled decomposed',
+            'paper': 'Hinge, coupled decomposed, plan\'s folds only', 'torch-pruning': 'Torch-Pruning'}
+
+
+def rows(name: str, m: dict, opts: argparse.Namespace) -> list[str]:
+    """One row per compressed variant: what it is, FLOPs and parameter ratios, speed-ups over the baseline."""
+    lines = []
+    for variant, label in VARIANTS.items():
+        if variant not in m['ratios']:
+            lines.append(f'| {name} | {label} | {m["peer_note"]} |' + ' - |' * (2 + 2 * len(opts.batches)))
+            continue
+        speed = [f'{m["rates"][(variant, runtime, b)] / m["rates"][("baseline", runtime, b)]:.2f}x'
+                 for runtime in ('eager', 'exported') for b in opts.batches]
+        about = ''
+        if variant in m['reports']:
+            r = m['reports'][variant]
+            layers = f'{len(r["pruned"])} / {len(r["decomposed"])} / {len(r["left alone"])}; '
+            plan_time = f'plan {m["plan_seconds"]:.2f} s; ' if variant == 'hinge' else ''
+            about = (plan_time + layers if variant in ('hinge', 'decomposed') else '') + f'{r["folded"]} pairs folded'
+        flops, params = m['ratios'][variant]
+        lines.append(f'| {name} | {label} | {about} | {flops:.3f} | {params:.3f} | ' + ' | '.join(speed) + ' |')
+    return lines
 
 
 def reasons(notes: list[str]) -> str:
-    """The planner's notes grouped by reason, with counts."""
+    """The planner's notes grouped by reason (module paths left out), with counts."""
     counts: dict[str, int] = {}
     for note in notes:
         reason = note.split(': ', 1)[1].split(';')[0] if ': ' in note else note
         reason = reason.split(' (')[0] if reason.startswith('a grouped convolution') else reason
+        reason = re.sub(r'convolution [\w.-]+\.\w+ ', 'convolution ', reason)
         counts[reason] = counts.get(reason, 0) + 1
     return '; '.join(f'{reason} ({n}x)' for reason, n in sorted(counts.items(), key=lambda kv: -kv[1])) or 'none'
 
@@ -176,8 +194,9 @@ def plans_section(opts: argparse.Namespace) -> list[str]:
                     f'{len(layers["decomposed"])} | {len(layers["left alone"])} | {reasons(plan.notes)} |')
         print(rows[-1], flush=True)
     return [f'Command: `python scripts/benchmark_auto.py --section plans --size {opts.size}`', '',
-            'Convolutions of each model that the automatic plan prunes (rows of A: free output channels), '
-            'decomposes (columns of A: coupled output channels) and leaves alone, and why it left channels '
+            'Convolutions of each model that the automatic plan prunes (rows of A: free output channels, and '
+            'coupled ones together with the other convolutions they are coupled with), decomposes (columns of A: '
+            'coupled output channels that cannot be cut together) and leaves alone, and why it left channels '
             'uncut (the plan\'s notes, grouped).', '',
             '| model | convolutions | pruned | decomposed | left alone | notes |', '|---|---|---|---|---|---|', *rows]
 
@@ -200,23 +219,28 @@ def main() -> None:
         out.write_text(replace_section(text, 'plans', plans_section(opts)))
         return
     load = os.getloadavg()
-    rows = []
+    table = []
     for name in opts.models:
-        rows.append(row(name, measure(name, opts), opts))
-        print(rows[-1], flush=True)
+        table += rows(name, measure(name, opts), opts)
+        print('\n'.join(table[-len(VARIANTS):]), flush=True)
     heads = [f'{runtime} b{b}' for runtime in ('eager', 'exported') for b in opts.batches]
     command = 'python scripts/benchmark_auto.py ' + ' '.join(sys.argv[1:])
     lines = [f'Command: `{command.strip()}`', '', machine_line(torch.device('cpu')) +
              f' Load average before/after: {load[0]:.2f} / {os.getloadavg()[0]:.2f}.', '',
-             f'Input {opts.size}x{opts.size}, target FLOPs ratio {opts.ratio}. Layers: convolutions pruned / '
-             'decomposed / left alone by the automatic plan. Speed-up: throughput of the compressed network over the '
-             'baseline\'s (same runtime and batch); in parentheses with every cheaper (conv, A) pair folded too. '
-             'Torch-Pruning: the same model pruned by torch-pruning (MagnitudeImportance, MetaPruner defaults, the '
-             'classifier ignored) in steps until its MAC count is at most the target; its FLOPs ratio by this '
-             'project\'s counter, and its eager speed-ups at the same batch sizes.', '',
-             '| model | plan s | layers | FLOPs ratio | params ratio | cheaper folds (FLOPs ratio) | '
-             + ' | '.join(heads) + ' | Torch-Pruning FLOPs ratio | Torch-Pruning eager '
-             + ' / '.join(f'b{b}' for b in opts.batches) + ' |', '|---' * (8 + len(heads)) + '|', *rows]
+             f'Input {opts.size}x{opts.size}, target FLOPs ratio {opts.ratio}, random weights. Speed-up: throughput '
+             'of the compressed network over the baseline\'s (same runtime and batch; medians of the rounds, all '
+             'networks of a model timed in turn). Hinge: `Hinge(model, x, ratio=...)` then `compress()`, the '
+             'defaults: the automatic plan prunes coupled channels together where they can be cut together, and '
+             'compress() folds every (conv, A) pair that costs fewer FLOPs folded (the threshold search counts it '
+             'folded). Coupled decomposed: the plan of `auto_plan(model, x, prune_coupled=False)` (the paper\'s '
+             'choice: coupled channels decomposed), then `compress()`; with the plan\'s folds only: '
+             '`compress(fold=\'plan\')`, the paper\'s behaviour. Hinge rows also give the convolutions pruned / '
+             'decomposed / left alone and the pairs folded (the first, the planning time). Torch-Pruning: the same '
+             'model pruned by torch-pruning (MagnitudeImportance, MetaPruner defaults, the classifier ignored) in '
+             'steps until its MAC count is at most the target. FLOPs and '
+             'parameter ratios of every row by this project\'s counter.', '',
+             '| model | network | about | FLOPs ratio | params ratio | ' + ' | '.join(heads) + ' |',
+             '|---' * (5 + len(heads)) + '|', *table]
     out.write_text(replace_section(text, 'torchvision', lines))
 
 
