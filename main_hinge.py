@@ -450,10 +450,7 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
     """Threshold search to --ratio, the compression report, and the physical compression."""
     args, start = s.args, time.perf_counter()
     norms = controller.family_norms()
-    if args.legacy_search:
-        threshold = controller.search_threshold_legacy(norms, args.ratio, s.log)
-    else:
-        threshold = controller.search_threshold(norms, args.ratio, s.log)
+    threshold = controller.threshold_for_ratio(norms, s.log)
     flops_c, params_c = controller.cost(norms, threshold)
     kept = controller.kept(norms, threshold)
     lines, info, per_layer = compression_report(hm, norms, kept, threshold, epoch_continue, flops_c, params_c)

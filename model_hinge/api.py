@@ -150,9 +150,7 @@ class Hinge:
             return self.model
         self.controller.fold_cheaper = self.controller.folded_flops = fold == 'cheaper'
         norms = self.controller.family_norms()
-        search = (self.controller.search_threshold_legacy if self.config.legacy_search
-                  else self.controller.search_threshold)
-        self.threshold = search(norms, self.config.ratio, self.messages)
+        self.threshold = self.controller.threshold_for_ratio(norms, self.messages)
         self.outcome['searched_ratio'] = self.controller.target_ratio(norms, self.threshold)
         kept = self.controller.kept(norms, self.threshold)
         counts = torch.tensor([len(kept[fam]) for fam in self.hm.families])

@@ -265,6 +265,12 @@ class SearchController:
                              'model_hinge.latency.LatencyModel or use target flops.')
         return self.latency
 
+    def threshold_for_ratio(self, norms: dict, log) -> float:
+        """The nullifying threshold for the configured ratio: the original's iterative search under legacy_search,
+        the exact search otherwise (what the command line's compression stage and Hinge.compress both run)."""
+        search = self.search_threshold_legacy if self.config.legacy_search else self.search_threshold
+        return search(norms, self.config.ratio, log)
+
     def search_threshold(self, norms: dict, target: float, log) -> float:
         """The threshold whose FLOPs ratio is closest to `target`, by bisection over the thresholds at
         which the kept channels change (midpoints between consecutive distinct group norms); with target

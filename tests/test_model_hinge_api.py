@@ -148,10 +148,10 @@ def test_an_unattainable_ratio_compresses_to_the_closest_one_and_says_so():
 
 
 def test_steps_change_the_group_norms_as_the_command_line_search_does(tiny_demo, unrendered_plots, tmp_path):
-    """One search epoch of ResNet-8 (Hinge_ResNet_Basic_SVD: two penalty roles, gradient-ratio lr adjustment,
+    """One search epoch of ResNet-20 (Hinge_ResNet_Basic_SVD: two penalty roles, gradient-ratio lr adjustment,
     proximal steps) through main_hinge and through Hinge.step over the same batches, in the layout and with the
     optimizer kernel the command line uses (channels-last, fused SGD): the same numbers."""
-    argv = ('--template Demo --model Hinge_ResNet_Basic_SVD --depth 8 --downsample_type A --optimizer PG '
+    argv = ('--template Demo --model Hinge_ResNet_Basic_SVD --depth 20 --downsample_type A --optimizer PG '
             '--lr 0.05 --regularization_factor 0.02 --ratio 0.5 --epochs 1 --batch_size 16')
     args = make_args(argv)
     torch.manual_seed(3)
