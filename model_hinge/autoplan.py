@@ -243,6 +243,8 @@ class ChannelTracer(fx.Interpreter):
 
     def module_ids(self, n: fx.Node, m: nn.Module, result):
         ids = self.input_ids(n) if n.args else None
+        if ids is None:
+            return fixed_like(result)   # applied to a constant (a buffer, an attribute): it reads no channels
         if isinstance(m, nn.Conv2d):
             return self.conv_ids(n, m, ids, result)
         if isinstance(m, nn.Linear):

@@ -235,6 +235,24 @@ def test_an_operation_that_is_not_understood_leaves_its_channels_whole():
     assert any('roll' in note for note in plan.notes)
 
 
+def test_a_module_applied_to_a_buffer_reads_no_channels():
+    """A Linear applied to a registered table (Swin-V2's relative position MLP) plans: its output is a constant,
+    and the channels it is added to are left uncut (decomposed), not a failure to run."""
+
+    class TableBias(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.mlp = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(2, 4)
+            self.register_buffer('table', torch.randn(5, 2))
+
+        def forward(self, x):
+            return self.conv(x) + self.mlp(self.table).mean(0).view(1, 4, 1, 1)
+
+    net = TableBias()
+    assert summary(auto_plan(net, torch.zeros(1, 3, 8, 8)), net) == {
+        'pruned': [], 'decomposed': ['conv'], 'left alone': []}
+
+
 def test_a_model_that_does_not_trace_or_run_is_refused():
     class Branchy(nn.Module):
         def __init__(self):
