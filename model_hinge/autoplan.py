@@ -8,8 +8,10 @@ concatenation offsets and flatten -> Linear positions come out as index maps wit
 operations between tensors couple the channels they combine (residual sums, squeeze-excitation scales).
 
 Then, per convolution with groups == 1: if its output channels are free (no other channel is ever combined with
-them and every place that reads them can be cut), A's rows prune them and every tensor that reads them follows;
-otherwise A's columns decompose the convolution and its output width stays. Grouped convolutions are left alone
+them and every place that reads them can be cut), A's rows prune them and every tensor that reads them follows.
+Convolutions whose channels are coupled channel for channel with each other's and nothing else (the writers of a
+residual stream) are pruned together by default: one family whose groups span the rows of all their A's.
+Otherwise A's columns decompose the convolution and its output width stays. Grouped convolutions are left alone
 (a depthwise convolution passes its input channels through, so it is cut with them). Anything not understood
 leaves the channels involved uncut, and the plan's notes say which operation and why.
 """

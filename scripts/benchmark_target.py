@@ -2,7 +2,8 @@
 
 `python scripts/benchmark.py --section latency --target latency` runs this and writes the section
 `latency-target` of docs/benchmark.md. For ResNet-20 and ResNet-56 compressed with Hinge_ResNet_Basic_SVD
-(decomposition only) and Hinge_ResNet_Basic (pruning and decomposition), from random weights with random
+(decomposition only) and Hinge_ResNet_Basic (pruning and decomposition), and torchvision's resnet18 and
+mobilenet_v2 (num_classes 10, 32x32) with the automatic plan, from random weights with random
 per-layer norm scales as in the latency section, it compresses once with target 'flops' and once with target
 'latency' at the same ratio, folds the pairs that do not pay (by FLOPs, or by the latency model), exports
 baseline and compressed network with torch.export, and times both programs at the latency batch (alternating,
@@ -23,8 +24,8 @@ import torch
 import torch.nn as nn
 
 import option
-from model import build_baseline
-from model_hinge import adapter_for
+from model import AUTO, build_baseline
+from model_hinge import adapter_for, auto_plan
 from model_hinge.complexity import ComplexityModel
 from model_hinge.core import HingeModel
 from model_hinge.latency import CachedTimer, DeviceTimer, LatencyModel, fold_pairs
@@ -35,7 +36,7 @@ from utils.rundir import ConsoleLog
 
 INPUT = (3, 32, 32)
 NETWORKS = (('Hinge_ResNet_Basic_SVD', 20), ('Hinge_ResNet_Basic', 20), ('Hinge_ResNet_Basic_SVD', 56),
-            ('Hinge_ResNet_Basic', 56))
+            ('Hinge_ResNet_Basic', 56), ('Hinge', 'torchvision:resnet18'), ('Hinge', 'torchvision:mobilenet_v2'))
 TOLERANCE = 0.10
 
 
@@ -44,15 +45,16 @@ class Quiet(ConsoleLog):
         pass
 
 
-def converted(model: str, depth: int, target: str) -> tuple[nn.Module, HingeModel, argparse.Namespace]:
-    """(baseline, its converted copy, flags) from one seeded random baseline."""
-    args = option.parse_args(f'--template CIFAR10 --model {model} --depth {depth} --downsample_type A '
-                             f'--target {target}'.split())
-    adapter = adapter_for(model)
+def converted(model: str, depth: int | str, target: str) -> tuple[nn.Module, HingeModel, argparse.Namespace]:
+    """(baseline, its converted copy, flags) from one seeded random baseline: a hand-written plan on our ResNet of
+    `depth`, or (model 'Hinge') the automatic plan of the --base network `depth` names."""
+    network = f'--base {depth}' if model == AUTO else f'--depth {depth} --downsample_type A'
+    args = option.parse_args(f'--template CIFAR10 --model {model} {network} --target {target}'.split())
     torch.manual_seed(0)
-    baseline = build_baseline(args, adapter.baseline).eval()
+    baseline = build_baseline(args, depth if model == AUTO else adapter_for(model).baseline).eval()
     net = copy.deepcopy(baseline)
-    return baseline, HingeModel(net, adapter.plan(net), INPUT, args.init_method), args
+    plan = auto_plan(net, torch.zeros(1, *INPUT)) if model == AUTO else adapter_for(model).plan(net)
+    return baseline, HingeModel(net, plan, INPUT, args.init_method), args
 
 
 def random_norms(controller: SearchController) -> dict:
@@ -130,7 +132,7 @@ def row(model: str, depth: int, target: str, opts: argparse.Namespace, device: t
     measured = small_s / base_s
     within = abs(measured / opts.ratio - 1) <= TOLERANCE
     latency = target == 'latency'
-    cells = [f'{model} (ResNet-{depth})', target, f'{flops:.3f}',
+    cells = [f'{depth} (automatic plan)' if model == AUTO else f'{model} (ResNet-{depth})', target, f'{flops:.3f}',
              f'{numbers["minimum"]:.3f}' if latency else '–', f'{numbers["predicted"]:.3f}' if latency else '–',
              f'{base_s * 1e3:.1f}', f'{small_s * 1e3:.1f}', f'{measured:.3f}', 'yes' if within else 'no',
              f'{numbers["predicted_ms"] / (small_s * 1e3) - 1:+.1%}' if latency else '–',
