@@ -594,29 +594,23 @@ def pruning_cuts(tracer: ChannelTracer, path: str, readers: dict[str, list[Site]
 
 def coupled_writers(tracer: ChannelTracer) -> list[tuple[str, ...]]:
     """The groups of convolutions whose outputs are coupled channel for channel and to nothing else (the writers
-    of one residual stream, a convolution and the squeeze-excitation scale that multiplies it): every set of their
-    channels holds channel i of each of them and no other channel, and nothing fixed touches it."""
+    of one residual stream, a convolution and the squeeze-excitation scale that multiplies it): channel i of each
+    of them lies in the same set, that set holds nothing else, and nothing fixed touches it."""
     sets = tracer.sets
-    owner: dict[int, tuple[str, int]] = {}
+    roots = torch.tensor([sets.find(x) for x in range(len(sets.parent))])
+    writers_of: dict[int, list[str]] = {}
     for path in tracer.order:
-        owner.update({c: (path, i) for i, c in enumerate(tracer.producers[path].tolist())})
-    members: dict[int, list[tuple[str, int] | None]] = {}
-    for x in range(len(sets.parent)):
-        members.setdefault(sets.find(x), []).append(owner.get(x))
+        for root in set(roots[tracer.producers[path]].tolist()):
+            writers_of.setdefault(root, []).append(path)
     found = []
     for path in tracer.order:
-        first = sets.find(int(tracer.producers[path][0]))
-        if sets.size[first] < 2 or any(m is None for m in members[first]):
+        aligned = roots[tracer.producers[path]]
+        writers = tuple(writers_of[int(aligned[0])])
+        if len(writers) < 2 or writers[0] != path:
             continue
-        writers = tuple(sorted({m[0] for m in members[first]}, key=tracer.order.index))
-        if path != writers[0] or len(writers) != len(members[first]):
-            continue
-        count = len(tracer.producers[path])
-        aligned = all(len(tracer.producers[w]) == count for w in writers) and all(
-            not sets.frozen[sets.find(int(c))]
-            and sorted(members[sets.find(int(c))]) == sorted((w, i) for w in writers)
-            for i, c in enumerate(tracer.producers[path]))
-        if aligned and all(grouped_reader(tracer, tracer.producers[w]) is None for w in writers):
+        if (all(torch.equal(roots[tracer.producers[w]], aligned) for w in writers)
+                and all(sets.size[r] == len(writers) and not sets.frozen[r] for r in aligned.tolist())
+                and all(grouped_reader(tracer, tracer.producers[w]) is None for w in writers)):
             found.append(writers)
     return found
 

@@ -15,6 +15,7 @@ function of channel counts (`shape_of` maps a tensor to its hypothetical shape).
 convolution and the 1x1 convolution after it as the single convolution they fold into (the merged view).
 """
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from math import prod
@@ -118,6 +119,22 @@ def _record(module: nn.Module, inputs: tuple, output: torch.Tensor, producers: d
     return CountedModule(module, tensor.numel() // channels, source, channels)
 
 
+def probe(net: nn.Module, input_dim: tuple, handles: list, context=None) -> None:
+    """One batch-1 forward pass of a zero input in eval mode, without gradients (and inside `context`), for the
+    hooks whose `handles` are removed afterwards; the modules' training modes are restored."""
+    modes = {m: m.training for m in net.modules()}
+    param = next(net.parameters())
+    try:
+        net.eval()
+        with torch.no_grad(), context or contextlib.nullcontext():
+            net(torch.zeros(1, *input_dim, device=param.device, dtype=param.dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+
+
 class ComplexityModel:
     """Per-image FLOPs and parameter count of a network, evaluated without running it."""
 
@@ -139,20 +156,10 @@ class ComplexityModel:
             if isinstance(output, torch.Tensor) and id(inputs[0]) in producers:
                 producers[id(output)] = (producers[id(inputs[0])][0], output)
 
-        modes = {m: m.training for m in net.modules()}
         handles = [m.register_forward_hook(hook) for m in net.modules()
                    if isinstance(m, CHANNEL_MODULES + ACTIVATIONS + ADAPTIVE_POOLS)]
         handles += [m.register_forward_hook(pass_through) for m in net.modules() if isinstance(m, PASS_THROUGH)]
-        try:
-            net.eval()
-            param = next(net.parameters())
-            with torch.no_grad(), FollowChannels(producers):
-                net(torch.zeros(1, *input_dim, device=param.device, dtype=param.dtype))
-        finally:
-            for h in handles:
-                h.remove()
-            for m, training in modes.items():
-                m.training = training
+        probe(net, input_dim, handles, FollowChannels(producers))
         return cls(net, counted)
 
     def flops(self, shape_of: ShapeOf = actual_shape, merges: Merges = ()) -> int:

@@ -32,7 +32,7 @@ from typing import Protocol
 import torch
 import torch.nn as nn
 
-from model_hinge.complexity import Polynomial, module_flops
+from model_hinge.complexity import Polynomial, module_flops, probe
 from model_hinge.config import HingeConfig
 from model_hinge.core import HingeModel, restore
 from model_hinge.counting import symbolic_shape_of
@@ -295,18 +295,7 @@ def conv_sizes(net: nn.Module, input_dim: tuple) -> dict[nn.Module, tuple[tuple,
     def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         sizes.setdefault(module, (tuple(inputs[0].shape[2:]), tuple(output.shape[2:])))
 
-    hooks = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, nn.Conv2d)]
-    modes = {m: m.training for m in net.modules()}
-    param = next(net.parameters())
-    try:
-        net.eval()
-        with torch.no_grad():
-            net(torch.zeros(1, *input_dim, device=param.device, dtype=param.dtype))
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, training in modes.items():
-            m.training = training
+    probe(net, input_dim, [m.register_forward_hook(record) for m in net.modules() if isinstance(m, nn.Conv2d)])
     return sizes
 
 
