@@ -298,7 +298,7 @@ def build_hinge(args: Namespace, data: Data, run_dir: Path, phase: str) -> tuple
         path = resume_point(run_dir, phase, args.resume)[0]
         load_state(net, load_torch(path, '--load'), f'--load {path}', adapt=phase == 'converging')
     try:
-        hm.retrace()
+        hm.compressed() if phase in ('test', 'converging') else hm.retrace()
     except RuntimeError as err:
         raise UsageError(f'the loaded tensors do not fit together ({str(err).splitlines()[0]}); '
                          'is the checkpoint of this --model and --depth?') from None
@@ -459,7 +459,7 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
     if args.load_original_param:
         reset_to_teacher(hm, teacher, args)
     compress(hm.families, kept, hm.net, args.legacy_search)
-    hm.retrace()
+    hm.compressed()
     if controller.latency is not None and s.world.main:
         numbers, line = compressed_latency(args, controller.latency, hm, kept)
         s.history.results.update(numbers)

@@ -157,7 +157,7 @@ class Hinge:
         self.sizes = [fam.size for fam in self.hm.families]
         compress(self.hm.families, kept, self.model, self.config.legacy_search)
         self.kept = {index: kept[fam].tolist() for index, fam in enumerate(self.hm.families)}
-        self.hm.retrace()
+        self.hm.compressed()
         if self.plan.merges:
             self.hm.merge()
         if fold == 'cheaper' and self.latency is not None:

@@ -31,6 +31,25 @@ class DReLU(nn.Module):
         return self.slope_p * F.relu(x) + self.slope_n * F.relu(-x)
 
 
+class ChannelIndexed(nn.Module):
+    """A parameter-free module that moves channels (a zero-padding shortcut), cut by index: the input's channels
+    are placed at `inputs` of its full input width, the module runs at full width, and the channels at `outputs`
+    are returned. Both buffers list every position until compression cuts them with the channels they carry."""
+
+    def __init__(self, module: nn.Module, in_channels: int, out_channels: int):
+        super().__init__()
+        self.module, self.in_channels = module, in_channels
+        self.register_buffer('inputs', torch.arange(in_channels))
+        self.register_buffer('outputs', torch.arange(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.inputs.numel() < self.in_channels:
+            full = x.new_zeros(x.shape[0], self.in_channels, *x.shape[2:])
+            x = full.index_copy(1, self.inputs, x)
+        y = self.module(x)
+        return y.index_select(1, self.outputs) if self.outputs.numel() < y.shape[1] else y
+
+
 MODULE_KINDS: dict[str, type[nn.Module]] = {'two_slope_relu': DReLU}
 FILTER_MIXING = ('svd', 'svd2')  # initialisations whose conv' combines filters, which a grouped conv cannot
 
@@ -99,6 +118,10 @@ def check_plan(net: nn.Module, plan: Plan) -> None:
         if kind not in MODULE_KINDS:
             raise HingeError(f'the compression plan replaces {path} by {kind!r}, an unknown module kind; '
                              f'use {", ".join(MODULE_KINDS)}.')
+    for path in plan.indexed:
+        if next(module_at(net, path, 'the channel-moving module').parameters(), None) is not None:
+            raise HingeError(f'the compression plan cuts the channels of {path} by index, which has parameters; '
+                             'only parameter-free modules can be cut this way.')
     convs = [i.conv for i in plan.insertions]
     twice = sorted({c for c in convs if convs.count(c) > 1})
     if twice:
@@ -126,9 +149,13 @@ def convert(net: nn.Module, plan: Plan, method: str | None) -> dict[str, nn.Modu
     """Apply the plan to a baseline in place, once check_plan accepts it; `method` initialises A (None:
     structure only, values follow). Returns the modules it replaced by path, which `restore` puts back."""
     check_plan(net, plan)
-    originals = {path: net.get_submodule(path) for path in [*plan.replacements, *(i.conv for i in plan.insertions)]}
+    originals = {path: net.get_submodule(path)
+                 for path in [*plan.replacements, *plan.indexed, *(i.conv for i in plan.insertions)]}
+    device = next(net.parameters()).device
     for path, kind in plan.replacements.items():
-        set_module(net, path, MODULE_KINDS[kind]().to(next(net.parameters()).device))
+        set_module(net, path, MODULE_KINDS[kind]().to(device))
+    for path, (in_channels, out_channels) in plan.indexed.items():
+        set_module(net, path, ChannelIndexed(originals[path], in_channels, out_channels).to(device))
     for insertion in plan.insertions:
         insert_matrix(net, insertion, method)
     if plan.policy.grad_ratio_buffer:
@@ -143,7 +170,7 @@ def restore(net: nn.Module, plan: Plan, originals: dict[str, nn.Module]) -> None
             parent, key = split_path(insertion.conv)
             del net.get_submodule(parent)[int(key) + 1]
         set_module(net, insertion.conv, originals[insertion.conv])
-    for path in plan.replacements:
+    for path in [*plan.replacements, *plan.indexed]:
         set_module(net, path, originals[path])
     if plan.policy.grad_ratio_buffer:
         delattr(net, 'running_grad_ratio')
@@ -197,6 +224,13 @@ class HingeModel:
     def retrace(self) -> None:
         """Re-record the complexity model (after a structural change or a shape-adapting load)."""
         self.complexity = ComplexityModel.trace(self.net, self.input_dim)
+
+    def compressed(self) -> None:
+        """After compression or a load of compressed tensors: recount, and keep only the families that follow
+        whole axes. A family whose members list positions of the uncompressed tensors (a residual stream's
+        share of a writer's rows) no longer names the right rows; its channels are compressed already."""
+        self.families = [f for f in self.families if all(m.positions is None for m in f.members)]
+        self.retrace()
 
     def merge_pairs(self) -> Merges:
         """The (conv, A) modules that merge for deployment (none once merged)."""

@@ -18,16 +18,32 @@ from model_hinge.plan import Plan, split_path
 
 @dataclass
 class Member:
-    """A tensor whose slices along `dim` belong to the groups of a family, `chunk` channels per group."""
+    """A tensor whose slices along `dim` belong to the groups of a family, `chunk` channels per group; with
+    `positions`, only those slices (see plan.Member)."""
 
     param: torch.Tensor
     dim: int
     chunk: int = 1
+    positions: torch.Tensor | None = None
 
-    def group_ids(self, offset: int) -> torch.Tensor:
-        """The group id (offset + local group) of every element, flattened."""
+    @property
+    def slices(self) -> int:
+        """How many slices along `dim` belong to the family."""
+        return self.param.shape[self.dim] if self.positions is None else len(self.positions)
+
+    def slices_of(self, channels: torch.Tensor) -> torch.Tensor:
+        """The positions along `dim` of the family's (local) channels."""
+        return channels if self.positions is None else self.positions[channels]
+
+    def group_ids(self, offset: int, outside: int) -> torch.Tensor:
+        """The group id (offset + local group) of every element, flattened; `outside` for the elements of slices
+        that are not the family's."""
         shape = self.param.shape
-        local = torch.arange(shape[self.dim], device=self.param.device) // self.chunk + offset
+        device = self.param.device
+        local = torch.arange(self.slices, device=device) // self.chunk + offset
+        if self.positions is not None:
+            local = torch.full((shape[self.dim],), outside, device=device).index_put_(
+                (self.positions.to(device),), local)
         view = [1] * len(shape)
         view[self.dim] = shape[self.dim]
         return local.view(view).expand(shape).reshape(-1)
@@ -35,6 +51,8 @@ class Member:
     def group_rows(self) -> torch.Tensor:
         """(groups, elements per group), rows in channel order: the original's layout of joint groups."""
         p = self.param.detach()
+        if self.positions is not None:
+            p = p.index_select(self.dim, self.positions.to(p.device))
         moved = p.reshape(p.shape[0], -1) if self.dim == 0 else p.movedim(self.dim, 0).reshape(p.shape[self.dim], -1)
         return moved.reshape(p.shape[self.dim] // self.chunk, -1)
 
@@ -89,7 +107,7 @@ class GroupFamily:
     @property
     def size(self) -> int:
         m = self.members[0]
-        return m.param.shape[m.dim] // m.chunk
+        return m.slices // m.chunk
 
     @property
     def chunk(self) -> int:
@@ -122,9 +140,10 @@ def bind(plan: Plan, net: nn.Module) -> list[GroupFamily]:
     """The plan's families over the live tensors of `net` (which must already have its matrices inserted)."""
     families = []
     for spec in plan.families:
-        members = [Member(getattr(*resolve(net, m.tensor, 'the group tensor')), m.dim, m.chunk) for m in spec.members]
+        members = [Member(getattr(*resolve(net, m.tensor, 'the group tensor')), m.dim, m.chunk,
+                          index_or_none(m.positions)) for m in spec.members]
         cuts = [Cut(*resolve(net, c.tensor, 'the cut tensor'), c.axis, c.offset, c.legacy_transposed, c.legacy_offset,
-                    None if c.positions is None else torch.tensor(c.positions, dtype=torch.long)) for c in spec.cuts]
+                    index_or_none(c.positions)) for c in spec.cuts]
         families.append(GroupFamily(spec.block, spec.layer, spec.role, members, cuts))
     for fam, spec in zip(families, plan.families, strict=True):
         if spec.same_as is not None:
@@ -133,13 +152,19 @@ def bind(plan: Plan, net: nn.Module) -> list[GroupFamily]:
     return families
 
 
+def index_or_none(positions: list[int] | None) -> torch.Tensor | None:
+    return None if positions is None else torch.tensor(positions, dtype=torch.long)
+
+
 def check_fit(families: list[GroupFamily], model: str) -> None:
     """Every family's members agree on the group count, and its cuts fit their axes without overlapping."""
     taken: dict[tuple[int, int], torch.Tensor] = {}
     for index, fam in enumerate(families):
-        counts = {m.param.shape[m.dim] // m.chunk for m in fam.members}
-        divisible = all(m.param.shape[m.dim] % m.chunk == 0 for m in fam.members)
-        if len(counts) != 1 or not divisible:
+        counts = {m.slices // m.chunk for m in fam.members}
+        divisible = all(m.slices % m.chunk == 0 for m in fam.members)
+        inside = all(m.positions is None or (len(m.positions) and 0 <= int(m.positions.min())
+                                             and int(m.positions.max()) < m.param.shape[m.dim]) for m in fam.members)
+        if len(counts) != 1 or not divisible or not inside:
             raise HingeError(f'the compression plan of {model} does not fit the network: the members of family '
                              f'{index} do not have the same number of groups.')
         for cut in fam.cuts:
@@ -173,7 +198,7 @@ def exact_norms_of(families: list[GroupFamily]) -> dict:
 
 def _device_norms(fam: GroupFamily) -> torch.Tensor:
     """torch.norm(p=2) along a dimension is this vector norm; called directly to spare its dispatch."""
-    if len(fam.members) == 1 and fam.chunk == 1:
+    if len(fam.members) == 1 and fam.chunk == 1 and fam.members[0].positions is None:
         m = fam.members[0]
         p = m.param.detach()
         if p.dim() == 2 or p.shape[2:].numel() == 1:
@@ -205,12 +230,14 @@ class GroupBank:
         self.families = families
         self.members = [m for f in families for m in f.members]
         self.sizes = [m.param.numel() for m in self.members]
+        self.n_groups = sum(f.size for f in families)
+        # the elements of slices no family owns (members with positions) fall into one spare group, never scaled
+        self.spare = any(m.positions is not None for m in self.members)
         ids, family_of_group, offset = [], [], 0
         for index, fam in enumerate(families):
-            ids += [m.group_ids(offset) for m in fam.members]
+            ids += [m.group_ids(offset, self.n_groups) for m in fam.members]
             family_of_group += [index] * fam.size
             offset += fam.size
-        self.n_groups = offset
         self.element_group = torch.cat(ids)
         device = self.element_group.device
         self.group_family = torch.tensor(family_of_group, dtype=torch.long, device=device)
@@ -225,7 +252,8 @@ class GroupBank:
         """Sum of squares of every group (differentiable); `tensors` defaults to the members themselves."""
         tensors = tensors if tensors is not None else [m.param for m in self.members]
         flat = torch.cat([t.reshape(-1) for t in tensors])
-        return flat.new_zeros(self.n_groups).index_add(0, self.element_group, flat * flat)
+        sums = flat.new_zeros(self.n_groups + self.spare).index_add(0, self.element_group, flat * flat)
+        return sums[:self.n_groups] if self.spare else sums
 
     def norms(self) -> torch.Tensor:
         with torch.no_grad():
@@ -240,6 +268,8 @@ class GroupBank:
     @torch.no_grad()
     def scale_(self, factors: torch.Tensor) -> None:
         """Multiply every group by its factor, in place (one gather and one multi-tensor multiply)."""
+        if self.spare:
+            factors = torch.cat([factors, factors.new_ones(1)])
         per_element = factors[self.element_group].split(self.sizes)
         torch._foreach_mul_([m.param for m in self.members],
                             [e.view(m.param.shape) for e, m in zip(per_element, self.members, strict=True)])

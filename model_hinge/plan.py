@@ -49,11 +49,15 @@ class Insertion:
 
 @dataclass
 class Member:
-    """A tensor whose slices along `dim`, `chunk` channels at a time, belong to the family's groups."""
+    """A tensor whose slices along `dim`, `chunk` channels at a time, belong to the family's groups; with
+    `positions`, only the listed slices do (group g owns positions[g * chunk:(g + 1) * chunk]), the others
+    belonging to other families or to none (the rows of a residual stream's writer split by the streams that
+    carry them on)."""
 
     tensor: str
     dim: int
     chunk: int = 1
+    positions: list[int] | None = None
 
 
 @dataclass
@@ -126,6 +130,9 @@ class Plan:
     families: list[Family] = field(default_factory=list)
     policy: Policy = field(default_factory=Policy)
     notes: list[str] = field(default_factory=list)  # what a planner left alone, and why
+    # parameter-free modules that move channels (a zero-padding shortcut): module path -> [input channels,
+    # output channels]; each is wrapped so that its inputs and outputs are cut by index (core.ChannelIndexed)
+    indexed: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,7 +161,7 @@ class Plan:
                                   'cuts': [Cut(**c) for c in f.get('cuts', [])]}) for f in data['families']]
             plan = cls(model=data['model'], insertions=[Insertion(**i) for i in data.get('insertions', [])],
                        replacements=dict(data.get('replacements', {})), families=families, policy=Policy(**policy),
-                       notes=list(data.get('notes', [])))
+                       notes=list(data.get('notes', [])), indexed=dict(data.get('indexed', {})))
         except (KeyError, TypeError, ValueError) as err:
             raise HingeError(f'the compression plan is malformed ({err}); delete plan.json to plan again.') from None
         plan.check_form()

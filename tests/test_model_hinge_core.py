@@ -218,13 +218,24 @@ def _unknown_module_kind(plan):
     return 'gelu'
 
 
+def _indexing_a_module_with_parameters(plan):
+    plan.indexed['features.1.0.body.1'] = [4, 4]
+    return 'features.1.0.body.1'
+
+
+def _indexing_a_missing_module(plan):
+    plan.indexed['features.2.0.shortcut'] = [4, 8]
+    return 'features.2.0.shortcut'
+
+
 def _missing_cut_tensor(plan):
     plan.families[-1].cuts.append(Cut('features.3.1.body.9.weight', 0))
     return 'features.3.1.body.9.weight'
 
 
 @pytest.mark.parametrize('spoil', [_missing_insertion, _insertion_at_a_batchnorm, _missing_replacement,
-                                   _unknown_module_kind, _missing_cut_tensor])
+                                   _unknown_module_kind, _indexing_a_module_with_parameters,
+                                   _indexing_a_missing_module, _missing_cut_tensor])
 def test_a_plan_that_does_not_fit_is_refused_and_leaves_the_network_as_it_was(spoil):
     torch.manual_seed(0)
     args = make_args(f'--template CIFAR10 {SMALL["Hinge_ResNet_Basic_SVD"]}')

@@ -37,6 +37,29 @@ def test_scaling_multiplies_exactly_the_group_slices():
     assert torch.equal(a.detach().squeeze(), torch.tensor([[0.0, 1.0, 2.0, 3.0]]).expand(3, 4))
 
 
+def test_members_with_positions_own_only_those_slices():
+    """A writer's rows split between two families (a residual stream's share and the channels its padding adds):
+    each family's norms are those of its listed rows, in list order, with the other member's listed rows; the
+    rows neither lists are left out of every norm and never scaled."""
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(6, 3, 1, 1))
+    b = torch.nn.Parameter(torch.randn(2, 3, 1, 1))
+    shared = GroupFamily(0, 1, 0, [Member(a, 0, positions=torch.tensor([4, 1])), Member(b, 0)])
+    alone = GroupFamily(1, 1, 0, [Member(a, 0, positions=torch.tensor([0, 2]))])
+    rows_a, rows_b = a.detach().flatten(1), b.detach().flatten(1)
+    expected_shared = (rows_a[[4, 1]].pow(2).sum(1) + rows_b.pow(2).sum(1)).sqrt()
+    assert shared.size == alone.size == 2
+    banks = [GroupBank(bank) for bank in split_into_banks([shared, alone])]
+    assert len(banks) == 2
+    assert torch.allclose(banks[0].norms(), expected_shared)
+    assert torch.allclose(exact_norms(shared), expected_shared)
+    assert torch.allclose(banks[1].norms(), rows_a[[0, 2]].norm(dim=1))
+    before = a.detach().clone()
+    banks[1].scale_(torch.tensor([0.0, 2.0]))
+    assert torch.equal(a.detach()[0], torch.zeros_like(before[0])) and torch.equal(a.detach()[2], 2 * before[2])
+    assert torch.equal(a.detach()[[1, 3, 4, 5]], before[[1, 3, 4, 5]])
+
+
 def test_gradient_norms_treat_missing_gradients_as_zero():
     a = torch.nn.Parameter(torch.ones(2, 2, 1, 1))
     b = torch.nn.Parameter(torch.ones(2, 2, 1, 1))
@@ -81,10 +104,13 @@ def test_bind_refuses_plans_that_do_not_fit_the_network():
         (PlanFamily(0, 1, 0, [PlanMember('0.weight', 0)], [PlanCut('2.weight', 1, offset=1)]), 'cuts positions 1..5'),
         (PlanFamily(0, 1, 0, [PlanMember('0.weight', 0), PlanMember('2.weight', 0)]), 'same number of groups'),
         (PlanFamily(0, 1, 0, [PlanMember('0.weight', 0, chunk=3)]), 'same number of groups'),
+        (PlanFamily(0, 1, 0, [PlanMember('0.weight', 0, positions=[1, 4])]), 'same number of groups'),
     ]
     for spec, message in cases:
         with pytest.raises(HingeError, match=message):
             bind(_plan([spec]), net)
+    listed = PlanFamily(0, 1, 0, [PlanMember('0.weight', 0, positions=[3, 1]), PlanMember('2.weight', 0, chunk=3)])
+    assert bind(_plan([listed]), net)[0].size == 2
     twice = PlanFamily(1, 1, 0, [PlanMember('0.bias', 0)], [PlanCut('2.weight', 1)])
     with pytest.raises(HingeError, match='two families cut the same positions'):
         bind(_plan([good, twice]), net)
