@@ -10,7 +10,10 @@ operations between tensors couple the channels they combine (residual sums, sque
 Then, per convolution with groups == 1: if its output channels are free (no other channel is ever combined with
 them and every place that reads them can be cut), A's rows prune them and every tensor that reads them follows.
 Convolutions whose channels are coupled channel for channel with each other's and nothing else (the writers of a
-residual stream) are pruned together by default: one family whose groups span the rows of all their A's.
+residual stream) are pruned together by default: one family per set of writers, whose groups span their A's rows.
+A pad of the channel axis adds new channels; inside a parameter-free module with one input and one output (a
+zero-padding shortcut) the module is cut by index (core.ChannelIndexed), so a stream and the wider stream it is
+padded into are pruned together; a pad anywhere else leaves what it reads and adds whole.
 Otherwise A's columns decompose the convolution and its output width stays. Grouped convolutions are left alone
 (a depthwise convolution passes its input channels through, so it is cut with them). Anything not understood
 leaves the channels involved uncut, and the plan's notes say which operation and why.
@@ -176,7 +179,7 @@ class ChannelTracer(fx.Interpreter):
     """Runs the traced model on one example while carrying the channel ids of every tensor."""
 
     def __init__(self, gm: fx.GraphModule, model: nn.Module):
-        super().__init__(gm)
+        super().__init__(gm, garbage_collect_values=False)
         self.model = model
         self.sets = ChannelSets()
         self.ids: dict[fx.Node, object] = {}
@@ -185,6 +188,9 @@ class ChannelTracer(fx.Interpreter):
         self.order: list[str] = []
         self.notes: list[str] = []
         self.grouped: dict[str, tuple[torch.Tensor, int, torch.Tensor]] = {}  # path -> (input ids, groups, output ids)
+        self.padding: dict[str, list[torch.Tensor]] = {}  # module path -> the ids of the channels its pads add
+        self.pads: dict[str, list[fx.Node]] = {}  # module path -> its pads of the channel axis
+        self.indexed: dict[str, list[int]] = {}  # module path -> [input, output channels] (plan.Plan.indexed)
         self.fake = FakeTensorMode(allow_non_fake_inputs=True)  # shapes only: the planner needs no values
 
     def run_node(self, n: fx.Node):
@@ -398,22 +404,67 @@ class ChannelTracer(fx.Interpreter):
         self.sets.freeze(b[(a == FIXED) & (b >= 0)])
 
     def padded(self, n: fx.Node, result: torch.Tensor):
-        """F.pad: new positions of the channel axis are fixed channels, new spatial positions belong to theirs."""
+        """F.pad: new positions of the channel axis are new channels (see `added_channels`), new spatial positions
+        belong to theirs."""
         ids = self.input_ids(n)
         args, kwargs = self.fetch_args_kwargs_from_env(n)
         pad = list(args[1] if len(args) > 1 else kwargs['pad'])
         for k in range(len(pad) // 2):
             dim, before, after = ids.dim() - 1 - k, pad[2 * k], pad[2 * k + 1]
             if dim == 1:
+                self.pads.setdefault(module_path(n), []).append(n)
                 shape = list(ids.shape)
-                ids = torch.cat([torch.full(shape[:1] + [before] + shape[2:], FIXED), ids,
-                                 torch.full(shape[:1] + [after] + shape[2:], FIXED)], 1)
+                ids = torch.cat([self.added_channels(n, shape[:1] + [before] + shape[2:]), ids,
+                                 self.added_channels(n, shape[:1] + [after] + shape[2:])], 1)
             elif ids.shape[dim] > 1:
                 index = torch.arange(-before, ids.shape[dim] + after).clamp(0, ids.shape[dim] - 1)
                 ids = ids.index_select(dim, index)
         if any(i not in (1, r) for i, r in zip(ids.shape, result.shape, strict=True)):
             return self.not_understood(n, result, 'its padding could not be followed')
         return ids
+
+    def added_channels(self, n: fx.Node, shape: list[int]) -> torch.Tensor:
+        """Channels a pad adds: new ids (they read nothing), which the sums they enter couple with what they
+        meet. They can be cut only where the module that pads can be cut by index (see `index_padding_modules`)."""
+        ids = self.sets.new(shape[1])
+        self.padding.setdefault(module_path(n), []).append(ids)
+        return ids.view([1, -1] + [1] * (len(shape) - 2)).expand(shape)
+
+    def index_padding_modules(self) -> None:
+        """After the run: each module that pads the channel axis is cut by index (core.ChannelIndexed) where it
+        has no parameters and one input and one output, both with a channel per position of axis 1; elsewhere
+        the channels its pads read and add (and all they meet) stay whole."""
+        for path, pads in self.pads.items():
+            ends = self.module_ends(path) if path else None
+            if ends is None:
+                for n in pads:
+                    self.sets.freeze(self.full(n))
+                self.notes.append(f'{path or type(self.model).__name__}: it pads the channel axis and cannot be cut by '
+                                  'index (it has parameters, or not one input and one output); the channels it pads '
+                                  'are not cut.')
+                continue
+            for name, vector in zip(('inputs', 'outputs'), ends, strict=True):
+                self.add_site(f'{path}.{name}', 0, vector)
+            self.indexed[path] = [len(ends[0]), len(ends[1])]
+
+    def module_ends(self, path: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The channel vectors of the one tensor a parameter-free module reads and the one it returns, or None."""
+        if next(self.model.get_submodule(path).parameters(), None) is not None:
+            return None
+        inside = {n for n in self.module.graph.nodes if path in module_paths(n)}
+        reads = {a for n in inside for a in n.all_input_nodes
+                 if a not in inside and isinstance(self.env.get(a), torch.Tensor)}
+        returns = [n for n in inside if any(u not in inside for u in n.users)]
+        if len(reads) != 1 or len(returns) != 1:
+            return None
+        vectors = []
+        for node in (*reads, *returns):
+            value = self.env.get(node)
+            ids = self.ids.get(node)
+            if not isinstance(value, torch.Tensor) or not isinstance(ids, torch.Tensor) or value.dim() < 2:
+                return None
+            vectors.append(channel_vector(ids, 1, value.shape[1]))
+        return None if vectors[0] is None or vectors[1] is None else (vectors[0], vectors[1])
 
     def item(self, n: fx.Node, result):
         source = self.ids.get(n.args[0])
@@ -461,6 +512,17 @@ class ChannelTracer(fx.Interpreter):
         return out.contiguous()
 
 
+def module_paths(n: fx.Node) -> list[str]:
+    """The paths of the modules whose forward the node belongs to, outermost first."""
+    return [entry[0] for entry in (n.meta.get('nn_module_stack') or {}).values()]
+
+
+def module_path(n: fx.Node) -> str:
+    """The path of the innermost module the node belongs to ('' for the model's own forward)."""
+    paths = module_paths(n)
+    return paths[-1] if paths else ''
+
+
 def describe_node(n: fx.Node) -> str:
     name = n.target if isinstance(n.target, str) else getattr(n.target, '__name__', str(n.target))
     return f'{n.name} ({name})'
@@ -495,6 +557,7 @@ def trace_channels(model: nn.Module, example_inputs) -> ChannelTracer:
     try:
         with torch.no_grad():
             tracer.run(tracer.fake.from_tensor(x))
+        tracer.index_padding_modules()
     except HingeError:
         raise
     except Exception as err:  # noqa: BLE001 - the model rejected the example
@@ -592,40 +655,72 @@ def pruning_cuts(tracer: ChannelTracer, path: str, readers: dict[str, list[Site]
     return cuts, chunk
 
 
-def coupled_writers(tracer: ChannelTracer) -> list[tuple[str, ...]]:
-    """The groups of convolutions whose outputs are coupled channel for channel and to nothing else (the writers
-    of one residual stream, a convolution and the squeeze-excitation scale that multiplies it): channel i of each
-    of them lies in the same set, that set holds nothing else, and nothing fixed touches it."""
+@dataclass
+class Coupling:
+    """Channel sets coupled across convolutions, pruned as one family: set g is `roots[g]`, and `rows[w][g]` is
+    the output channel (row of A) of writer w in it."""
+
+    roots: list[int]
+    rows: dict[str, list[int]]
+
+
+def set_roots(tracer: ChannelTracer) -> torch.Tensor:
+    """The set of every channel id, with one more entry (-1) that answers FIXED."""
+    return torch.tensor([tracer.sets.find(x) for x in range(len(tracer.sets.parent))] + [-1], dtype=torch.long)
+
+
+def couplings(tracer: ChannelTracer, roots: torch.Tensor) -> list[Coupling]:
+    """The channel sets that convolutions' outputs share and that can be pruned together, grouped by the
+    convolutions writing them: a set qualifies when it holds one output channel of each of its writers and
+    otherwise only channels that an index-cut pad adds, nothing fixed touches it, and no grouped convolution
+    reads its writers (the writers of a residual stream, across zero-padding shortcuts; a convolution and the
+    squeeze-excitation scale that multiplies it)."""
     sets = tracer.sets
-    roots = torch.tensor([sets.find(x) for x in range(len(sets.parent))])
-    writers_of: dict[int, list[str]] = {}
+    written: dict[int, list[tuple[str, int]]] = {}
     for path in tracer.order:
-        for root in set(roots[tracer.producers[path]].tolist()):
-            writers_of.setdefault(root, []).append(path)
-    found = []
-    for path in tracer.order:
-        aligned = roots[tracer.producers[path]]
-        writers = tuple(writers_of[int(aligned[0])])
-        if len(writers) < 2 or writers[0] != path:
+        for row, root in enumerate(roots[tracer.producers[path]].tolist()):
+            written.setdefault(root, []).append((path, row))
+    added = torch.zeros(len(roots), dtype=torch.long)
+    for path in tracer.indexed:
+        for ids in tracer.padding[path]:
+            added += torch.bincount(roots[ids.reshape(-1)], minlength=len(roots))
+    ungrouped = {p for p in tracer.order if grouped_reader(tracer, tracer.producers[p]) is None}
+    found: dict[tuple[str, ...], Coupling] = {}
+    for root, members in written.items():
+        writers = tuple(path for path, _ in members)
+        if (sets.frozen[root] or sets.size[root] < 2 or len(set(writers)) < len(writers)
+                or sets.size[root] != len(members) + int(added[root]) or not set(writers) <= ungrouped):
             continue
-        if (all(torch.equal(roots[tracer.producers[w]], aligned) for w in writers)
-                and all(sets.size[r] == len(writers) and not sets.frozen[r] for r in aligned.tolist())
-                and all(grouped_reader(tracer, tracer.producers[w]) is None for w in writers)):
-            found.append(writers)
-    return found
+        coupling = found.setdefault(writers, Coupling([], {w: [] for w in writers}))
+        coupling.roots.append(root)
+        for path, row in members:
+            coupling.rows[path].append(row)
+    return list(found.values())
 
 
-def joint_cuts(tracer: ChannelTracer, writers: tuple[str, ...], readers: dict[str, list[Site]],
-               renamed: dict[str, str], notes: list[str]) -> list[Cut] | None:
-    """The cuts that prune coupled writers' channels together: every axis that reads any of them, in channel
-    order; None (noted) when some axis reads them in unequal numbers of positions."""
-    sites = list({(s.tensor, s.axis): s for w in writers for s in readers[w]}.values())
-    lookup = group_lookup(len(tracer.sets.parent), [tracer.producers[w] for w in writers])
-    cuts = consumer_cuts(sites, lookup, len(tracer.producers[writers[0]]), renamed)
+def coupling_cuts(tracer: ChannelTracer, coupling: Coupling, roots: torch.Tensor, renamed: dict[str, str],
+                  notes: list[str]) -> list[Cut] | None:
+    """The cuts of every axis that reads a coupling's channels (its writers' readers, index-cut modules), in
+    set order; None (noted) when some axis reads them in unequal numbers of positions."""
+    group_of_root = torch.full((len(roots),), -1, dtype=torch.long)
+    group_of_root[coupling.roots] = torch.arange(len(coupling.roots))
+    lookup = group_of_root[roots]
+    sites = [s for s in tracer.sites.values() if bool((lookup[s.ids] >= 0).any())]
+    cuts = consumer_cuts(sites, lookup, len(coupling.roots), renamed)
     if cuts is None:
-        notes.append(f'{", ".join(writers)}: their coupled channels are read in unequal numbers of positions; '
+        notes.append(f'{", ".join(coupling.rows)}: their coupled channels are read in unequal numbers of positions; '
                      'decomposed instead.')
     return cuts
+
+
+def coupling_family(block: int, coupling: Coupling, model: nn.Module, cuts: list[Cut]) -> Family:
+    """The family pruning a coupling: the rows of every writer's A (and the biases they take over) in set order."""
+    members, own = [], []
+    for path, rows in coupling.rows.items():
+        listed = None if rows == list(range(model.get_submodule(path).out_channels)) else rows
+        members.append(Member(f'{path}.1.weight', 0, positions=listed))
+        own += [Cut(c.tensor, 0, positions=listed) for c in own_cuts(path, model.get_submodule(path))]
+    return Family(block, 1, 0, members, own + cuts)
 
 
 def auto_plan(model: nn.Module, example_inputs, decompose_free: bool = False, prune_coupled: bool = True,
@@ -635,8 +730,8 @@ def auto_plan(model: nn.Module, example_inputs, decompose_free: bool = False, pr
     `decompose_free`: the convolutions whose outputs are pruned also get their A's columns regularised
     (decomposition and pruning with one matrix, which then stays unmerged).
     `prune_coupled`: convolutions whose outputs are coupled channel for channel (the writers of a residual
-    stream) are pruned together, one group per coupled channel over the rows of all their matrices, instead of
-    decomposed; coupled channels that cannot be cut together are decomposed as before.
+    stream, also across zero-padding shortcuts) are pruned together, one group per coupled channel over the rows
+    of all their matrices, instead of decomposed; coupled channels that cannot be cut together are decomposed.
     """
     tracer = trace_channels(model, example_inputs)
     sets = tracer.sets
@@ -644,23 +739,23 @@ def auto_plan(model: nn.Module, example_inputs, decompose_free: bool = False, pr
     free = {p for p in tracer.order if all(sets.is_free(int(c)) for c in tracer.producers[p])}
     readers = sites_by_owner(tracer, {**tracer.producers, **{q: g[2] for q, g in tracer.grouped.items()}})
     insertions, pruning, decomposing, notes = [], [], [], list(tracer.notes)
-    joint = {}
-    for writers in coupled_writers(tracer) if prune_coupled else []:
-        cuts = joint_cuts(tracer, writers, readers, renamed, notes)
+    roots = set_roots(tracer)
+    joint = []
+    for coupling in couplings(tracer, roots) if prune_coupled else []:
+        cuts = coupling_cuts(tracer, coupling, roots, renamed, notes)
         if cuts is not None:
-            joint.update({w: (writers, cuts) for w in writers})
+            joint.append((coupling, cuts))
+    pruned_together = {w for coupling, _ in joint for w in coupling.rows}
     for block, path in enumerate(tracer.order):
         conv = model.get_submodule(path)
         a = f'{path}.1'
         cuts, chunk = pruning_cuts(tracer, path, readers, renamed, notes) if path in free else (None, 1)
-        prune = cuts is not None or path in joint
+        prune = cuts is not None or path in pruned_together
         insertions.append(Insertion(path, group_dim=0 if prune else 1, merge=prune and not decompose_free))
         if cuts is not None:
             pruning.append(Family(block, 1, 0, [Member(f'{a}.weight', 0, chunk)], own_cuts(path, conv) + cuts))
-        elif path in joint and joint[path][0][0] == path:
-            writers, shared = joint[path]
-            own = [c for w in writers for c in own_cuts(w, model.get_submodule(w))]
-            pruning.append(Family(block, 1, 0, [Member(f'{w}.1.weight', 0) for w in writers], own + shared))
+        pruning += [coupling_family(block, coupling, model, shared) for coupling, shared in joint
+                    if next(iter(coupling.rows)) == path]
         if not prune or decompose_free:
             decomposing.append(Family(block, 2, 0, [Member(f'{a}.weight', 1)],
                                       [Cut(f'{path}.0.weight', 0), Cut(f'{a}.weight', 1)]))
@@ -668,7 +763,9 @@ def auto_plan(model: nn.Module, example_inputs, decompose_free: bool = False, pr
     for fam in decomposing:
         fam.role = roles - 1
     families = sorted(pruning + decomposing, key=lambda f: (f.block, f.layer))
-    return Plan(name, insertions, {}, families, Policy(label='Conv', roles=roles), notes=notes)
+    cut = {split_path(c.tensor)[0] for fam in families for c in fam.cuts}
+    indexed = {path: widths for path, widths in tracer.indexed.items() if path in cut}
+    return Plan(name, insertions, {}, families, Policy(label='Conv', roles=roles), notes=notes, indexed=indexed)
 
 
 def own_cuts(path: str, conv: nn.Module) -> list[Cut]:

@@ -4,11 +4,14 @@ For every network (our CIFAR ResNets `resnetN`, N = 6n+2, option-A shortcuts; an
 model by name, num_classes=10, 32x32 input) and seed, one baseline is trained with the budget and cached in --out;
 then each method starts from a copy of it and gets the same number of epochs (--epochs) to reach half its FLOPs:
 
-- `hinge`: model_hinge.Hinge in a plain training loop, with the hand-written plan Hinge_ResNet_Basic_SVD on our
-  ResNets (the paper's plan for ResNet-20/56, scripts/hinge_resnet.sh) and the automatic plan otherwise; the
-  paper's flags (ResNet-56's on ResNet-56, ResNet-20's elsewhere) with the regularization factor scaled by
+- `hinge`: model_hinge.Hinge in a plain training loop with the automatic plan (its default: coupled channels
+  pruned together, on our ResNets the residual streams across the zero-padding shortcuts, which it cuts by index);
+  the paper's flags (ResNet-56's on ResNet-56, ResNet-20's elsewhere) with the regularization factor scaled by
   300 / --epochs; search until the would-be ratio is within stop_limit of the target (at most half the budget),
   compress, fine-tune with the rest (lr 0.1, x0.1 at 50 % and 75 %). No distillation: no method distils.
+- `hinge_paper`: the same with the hand-written plan Hinge_ResNet_Basic_SVD (the paper's plan for ResNet-20/56,
+  scripts/hinge_resnet.sh: both convolutions of every block decomposed); our ResNets only (other networks have
+  no hand-written plan: a row note).
 - `tp_magnitude`: Torch-Pruning's BasePruner (alias MagnitudePruner) with MagnitudeImportance and its defaults
   (local pruning), 400 iterative steps towards a pruning ratio of 1.0 until half the FLOPs (its reproduce/main.py
   recipe), then fine-tuning for the whole budget (lr 0.01, momentum 0.9, weight decay 5e-4, x0.1 at 60 %, 80 %).
@@ -25,7 +28,7 @@ left to it unpruned; it prunes the inner channels of every block. A method that 
 on shufflenet_v2: ZeroDivisionError) becomes a row note. Torch-Pruning is optional (requirements-bench.txt).
 
     python scripts/compare_peers.py [--nets resnet20 resnet56 resnet18 mobilenet_v2] [--seeds 0 1 2] [--epochs 3]
-        [--methods baseline hinge tp_magnitude tp_groupnorm] [--device cpu|cuda] [--threads N]
+        [--methods baseline hinge hinge_paper tp_magnitude tp_groupnorm] [--device cpu|cuda] [--threads N]
         [--out runs/peers] [--doc docs/peers.md] [--dry-run]
 """
 
@@ -60,7 +63,8 @@ from model import resnet  # noqa: E402
 from utils.export import to_program  # noqa: E402
 
 NETS = ['resnet20', 'resnet56', 'resnet18', 'mobilenet_v2']
-METHODS = ['baseline', 'hinge', 'tp_magnitude', 'tp_groupnorm']
+METHODS = ['baseline', 'hinge', 'hinge_paper', 'tp_magnitude', 'tp_groupnorm']
+PAPER_PLAN = 'Hinge_ResNet_Basic_SVD'
 RATIO, PAPER_EPOCHS, TP_STEPS, DRY_TP_STEPS = 0.5, 300, 400, 20
 INPUT = (3, 32, 32)
 # The paper's search flags (scripts/hinge_resnet.sh, CIFAR-10): ResNet-56's entry, ResNet-20's for every other net.
@@ -221,11 +225,10 @@ def hinge_options(name: str, epochs: int) -> dict:
     return flags
 
 
-def run_hinge(net: nn.Module, name: str, ctx: dict) -> tuple[nn.Module, dict]:
+def run_hinge(net: nn.Module, name: str, ctx: dict, plan: str | None = None) -> tuple[nn.Module, dict]:
     """Search (at most half the budget) until the would-be ratio is within stop_limit of the target, compress,
-    fine-tune for the rest of the budget."""
+    fine-tune for the rest of the budget. `plan`: a hand-written plan's name (None: the automatic plan)."""
     epochs, example = ctx['opts'].epochs, ctx['example']
-    plan = 'Hinge_ResNet_Basic_SVD' if our_depth(name) else None
     hinge = model_hinge.Hinge(net, example, plan=plan, ratio=RATIO, **hinge_options(name, epochs))
     optimizer = sgd(hinge.param_groups(lr=0.1, lr_ratio=0.01), 0.1, 1e-4)
     searched, would_be = 0, hinge.ratio()
@@ -297,7 +300,13 @@ def run_tp_groupnorm(net: nn.Module, name: str, ctx: dict) -> tuple[nn.Module, d
     return net, details
 
 
-RUNNERS = {'hinge': run_hinge, 'tp_magnitude': run_tp_magnitude, 'tp_groupnorm': run_tp_groupnorm}
+def run_hinge_paper(net: nn.Module, name: str, ctx: dict) -> tuple[nn.Module, dict]:
+    """run_hinge with the paper's hand-written plan."""
+    return run_hinge(net, name, ctx, PAPER_PLAN)
+
+
+RUNNERS = {'hinge': run_hinge, 'hinge_paper': run_hinge_paper, 'tp_magnitude': run_tp_magnitude,
+           'tp_groupnorm': run_tp_groupnorm}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -361,6 +370,8 @@ def compare_net(name: str, ctx: dict) -> list[dict]:
     """Every method on one network over the seeds; a method that fails stops there and becomes a row note."""
     opts = ctx['opts']
     rows = {m: {'net': name, 'method': m, 'runs': [], 'note': ''} for m in opts.methods}
+    if 'hinge_paper' in rows and not our_depth(name):
+        rows['hinge_paper']['note'] = f'no hand-written plan ({PAPER_PLAN} is for our ResNets)'
     for seed in opts.seeds:
         ctx['train'], ctx['test'] = load_data(opts, seed, ctx['device'])
         ctx['test_images'] = ctx['test'].num_samples

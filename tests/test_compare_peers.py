@@ -26,9 +26,9 @@ def load_script(monkeypatch):
 
 
 def test_dry_run_reports_every_method_against_one_counter(tmp_path, shared, monkeypatch, capsys):
-    methods = ['baseline', 'hinge', 'tp_magnitude', 'tp_groupnorm']
+    methods = ['baseline', 'hinge', 'hinge_paper', 'tp_magnitude', 'tp_groupnorm']
     if importlib.util.find_spec('torch_pruning') is None:
-        methods = methods[:2]
+        methods = methods[:3]
     doc = ROOT / 'docs' / 'peers.md'
     before = doc.stat().st_mtime_ns if doc.exists() else None
     script = load_script(monkeypatch)       # main() in this process; the script as a process: the refusal below
@@ -51,9 +51,10 @@ def test_dry_run_reports_every_method_against_one_counter(tmp_path, shared, monk
         assert set(row['throughput']) == {'eager_b1', 'export_b1', 'eager_b64', 'export_b64'}
         assert min(row['throughput'].values()) > 0 and 0 <= run['top1_err'] <= 100
     assert rows['baseline']['runs'][0]['flops_ratio'] == 1.0 and rows['baseline']['runs'][0]['params_ratio'] == 1.0
-    assert abs(rows['hinge']['runs'][0]['flops_ratio'] - 0.5) <= 0.05
-    assert rows['hinge']['runs'][0]['search_epochs'] == 1
-    for method in methods[2:]:
+    for hinge in ('hinge', 'hinge_paper'):
+        assert abs(rows[hinge]['runs'][0]['flops_ratio'] - 0.5) <= 0.05
+        assert rows[hinge]['runs'][0]['search_epochs'] == 1
+    for method in methods[3:]:
         assert 0.3 < rows[method]['runs'][0]['flops_ratio'] <= 0.5
     assert (tmp_path / 'baselines' / 'resnet8_seed0_e2_b64_dry.pt').is_file()
     assert (doc.stat().st_mtime_ns if doc.exists() else None) == before     # the dry run writes no document

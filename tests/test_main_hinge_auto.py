@@ -105,7 +105,7 @@ BAD = [
      '--base torchvision:vit_b_32: the model does not run on'),
     (f'--template Demo --model Hinge --base {UNTRACEABLE} --ratio 0.5',
      f'--base {UNTRACEABLE}: the model ResNet does not trace with torch.fx'),
-    (f'{R8} --ratio 0.05', '--ratio 0.05 cannot be reached: keeping --remain_percentage 0.2 of every layer leaves'),
+    (f'{R8} --ratio 0.02', '--ratio 0.02 cannot be reached: keeping --remain_percentage 0.2 of every layer leaves'),
     (f'{R8} --ratio 0.5 --distillation --teacher vgg.pt', '--teacher vgg.pt was written for another architecture'),
     (f'{R8} --ratio 0.5 --test_only --load run', 'compresses --base VGG, not --base ResNet; pass --base VGG'),
 ]

@@ -76,7 +76,7 @@ def drop_groups(hm: HingeModel, seed: int = 0) -> dict:
             dropped, keep = order[: fam.size // 3], order[fam.size // 3:].sort().values
             channels = fam.channels(dropped)
             for m in fam.members:
-                m.param.index_fill_(m.dim, channels, 0.0)
+                m.param.index_fill_(m.dim, m.slices_of(channels), 0.0)
             for cut in fam.cuts:
                 if cut.name in ('bias', 'running_mean'):
                     owned = cut.owned(fam).view(fam.size, -1)
@@ -318,6 +318,72 @@ def test_coupled_writers_are_pruned_together_by_default():
     readers = {(c.tensor, c.axis) for c in residual.cuts}
     assert {('expand.0.weight', 1), ('branch.0.weight', 1), ('head.0.weight', 1), ('bn.weight', 0),
             ('bn_p.running_var', 0)} <= readers
+
+
+def cifar_resnet(depth: int) -> nn.Module:
+    """Our CIFAR ResNet with the zero-padding (option A) shortcuts."""
+    torch.manual_seed(0)
+    args = make_args(f'--template CIFAR10 --model ResNet --depth {depth} --downsample_type A')
+    return randomise(build_baseline(args, 'ResNet'))
+
+
+def test_a_zero_padding_shortcut_is_cut_by_index_and_the_stream_pruned_across_stages():
+    """An option-A shortcut (model.resnet.DownSampleA) pads c/2 zero channels on both sides of a stage's c, so
+    channel i of stage 1's stream is channel i + 8 of stage 2's and i + 24 of stage 3's: one family prunes each
+    such chain (the rows of all its writers there), one the channels stage 2's padding added (and stage 3's
+    copies), one those stage 3's padding added; both shortcuts are cut by index, nothing is decomposed."""
+    net = cifar_resnet(8)
+    plan = auto_plan(net, torch.zeros(1, 3, 32, 32))
+    assert summary(plan, net)['decomposed'] == []
+    assert plan.indexed == {'features.2.0.downsample': [16, 32], 'features.3.0.downsample': [32, 64]}
+    stream = [{m.tensor: m.positions for m in f.members} for f in plan.families
+              if len(f.members) > 1 or f.members[0].positions]
+    writers = ['features.0.0.1.weight'] + [f'features.{s}.0.body.3.1.weight' for s in (1, 2, 3)]
+    assert stream == [
+        dict(zip(writers, [None, None, list(range(8, 24)), list(range(24, 40))], strict=True)),
+        dict(zip(writers[2:], [[*range(8), *range(24, 32)], [*range(16, 24), *range(40, 48)]], strict=True)),
+        {writers[3]: [*range(16), *range(48, 64)]}]
+    assert Plan.from_json(plan.to_json()) == plan
+
+
+def test_the_cifar_resnet_with_zero_padding_shortcuts_converts_and_cuts_exactly():
+    check_exact_compression(cifar_resnet(8), 32)
+
+
+class PaddedStream(nn.Module):
+    """A stream widened by two zero channels on each side, by a parameter-free module or in the model's forward."""
+
+    def __init__(self, in_module: bool):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 8, 3, padding=1)
+        self.widen = Widen() if in_module else None
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.a(x)
+        wide = self.widen(x) if self.widen is not None else F.pad(x, [0, 0, 0, 0, 2, 2])
+        return self.fc((wide + self.b(F.relu(x))).mean((2, 3)))
+
+
+class Widen(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, [0, 0, 0, 0, 2, 2])
+
+
+def test_a_channel_pad_is_cut_only_inside_a_parameter_free_module():
+    """In its own module the pad is cut by index: a's channel i with b's i + 2, b's outer channels alone.
+    In the model's forward it cannot be: what it reads and adds stays whole, and b is decomposed."""
+    wrapped = PaddedStream(in_module=True)
+    plan = auto_plan(wrapped, torch.zeros(1, 3, 8, 8))
+    assert plan.indexed == {'widen': [4, 8]}
+    assert [{m.tensor: m.positions for m in f.members} for f in plan.families if f.members[0].dim == 0] == [
+        {'a.1.weight': None, 'b.1.weight': [2, 3, 4, 5]}, {'b.1.weight': [0, 1, 6, 7]}]
+    check_exact_compression(randomise(PaddedStream(in_module=True)), 8)
+    inline = PaddedStream(in_module=False)
+    plan = auto_plan(inline, torch.zeros(1, 3, 8, 8))
+    assert plan.indexed == {} and summary(plan, inline)['decomposed'] == ['a', 'b']
+    assert any(note.startswith('PaddedStream: it pads the channel axis') for note in plan.notes)
+    check_exact_compression(randomise(PaddedStream(in_module=False)), 8)
 
 
 @pytest.mark.parametrize('name', ['mixed', 'resnet18', 'mobilenet_v3_small'])
