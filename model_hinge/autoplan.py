@@ -714,13 +714,14 @@ def coupling_cuts(tracer: ChannelTracer, coupling: Coupling, roots: torch.Tensor
 
 
 def coupling_family(block: int, coupling: Coupling, model: nn.Module, cuts: list[Cut]) -> Family:
-    """The family pruning a coupling: the rows of every writer's A (and the biases they take over) in set order."""
+    """The family pruning a coupling: the rows of every writer's A (and the biases they take over) in set order,
+    weighted by the square root of the writer count (group lasso's weight for a group of that many rows)."""
     members, own = [], []
     for path, rows in coupling.rows.items():
         listed = None if rows == list(range(model.get_submodule(path).out_channels)) else rows
         members.append(Member(f'{path}.1.weight', 0, positions=listed))
         own += [Cut(c.tensor, 0, positions=listed) for c in own_cuts(path, model.get_submodule(path))]
-    return Family(block, 1, 0, members, own + cuts)
+    return Family(block, 1, 0, members, own + cuts, weight=len(members) ** 0.5)
 
 
 def auto_plan(model: nn.Module, example_inputs, decompose_free: bool = False, prune_coupled: bool = True,

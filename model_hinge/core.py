@@ -44,10 +44,32 @@ class ChannelIndexed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.inputs.numel() < self.in_channels:
-            full = x.new_zeros(x.shape[0], self.in_channels, *x.shape[2:])
-            x = full.index_copy(1, self.inputs, x)
+            x = self.spread(x)
         y = self.module(x)
-        return y.index_select(1, self.outputs) if self.outputs.numel() < y.shape[1] else y
+        return select_channels(y, self.outputs) if self.outputs.numel() < y.shape[1] else y
+
+    def spread(self, x: torch.Tensor) -> torch.Tensor:
+        """x's channels at `inputs` (sorted) of the full width, zeros elsewhere: zero channels appended, then one
+        gather (several times faster on the CPU than scattering into zeros), with static shapes for export."""
+        kept = torch.zeros(self.in_channels, dtype=torch.long, device=x.device).index_fill(0, self.inputs, 1)
+        source = torch.where(kept.bool(), kept.cumsum(0) - 1, self.inputs.numel() + (1 - kept).cumsum(0) - 1)
+        filler = x.new_zeros(x.shape[0], self.in_channels - self.inputs.numel(), *x.shape[2:])
+        if channels_last(x):
+            filler = filler.contiguous(memory_format=torch.channels_last)
+        return select_channels(torch.cat([x, filler], 1), source)
+
+
+def channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4-d tensor is laid out channels last (and not also contiguous, as with one channel or pixel)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def select_channels(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x's channels at `index`, in x's memory layout (a channels-last tensor gathers along its innermost axis and
+    stays channels last, so the operations after it keep their fast kernels)."""
+    if channels_last(x):
+        return x.permute(0, 2, 3, 1).index_select(3, index).permute(0, 3, 1, 2)
+    return x.index_select(1, index)
 
 
 MODULE_KINDS: dict[str, type[nn.Module]] = {'two_slope_relu': DReLU}

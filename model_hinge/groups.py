@@ -103,6 +103,7 @@ class GroupFamily:
     members: list[Member]
     cuts: list[Cut] = field(default_factory=list)
     same_as: 'GroupFamily | None' = None
+    weight: float = 1.0   # group-lasso weight (see plan.Family)
 
     @property
     def size(self) -> int:
@@ -144,7 +145,7 @@ def bind(plan: Plan, net: nn.Module) -> list[GroupFamily]:
                           index_or_none(m.positions)) for m in spec.members]
         cuts = [Cut(*resolve(net, c.tensor, 'the cut tensor'), c.axis, c.offset, c.legacy_transposed, c.legacy_offset,
                     index_or_none(c.positions)) for c in spec.cuts]
-        families.append(GroupFamily(spec.block, spec.layer, spec.role, members, cuts))
+        families.append(GroupFamily(spec.block, spec.layer, spec.role, members, cuts, weight=spec.weight))
     for fam, spec in zip(families, plan.families, strict=True):
         if spec.same_as is not None:
             fam.same_as = families[spec.same_as]
@@ -184,16 +185,21 @@ def check_fit(families: list[GroupFamily], model: str) -> None:
 
 def exact_norms(fam: GroupFamily) -> torch.Tensor:
     """Group norms (float32, CPU) computed as the original does: one member with one channel per group is
-    reduced along its matrix view; joint groups are concatenated row by row first."""
-    return _device_norms(fam).float().cpu()
+    reduced along its matrix view; joint groups are concatenated row by row first. Divided by the family's
+    weight where it has one (never in the original's plans)."""
+    return _weighted(fam, _device_norms(fam).float()).cpu()
 
 
 def exact_norms_of(families: list[GroupFamily]) -> dict:
     """`exact_norms` of several families, copied to the CPU in one transfer."""
     if not families:
         return {}
-    norms = torch.cat([_device_norms(f).float() for f in families]).cpu()
+    norms = torch.cat([_weighted(f, _device_norms(f).float()) for f in families]).cpu()
     return dict(zip(families, norms.split([f.size for f in families]), strict=True))
+
+
+def _weighted(fam: GroupFamily, norms: torch.Tensor) -> torch.Tensor:
+    return norms if fam.weight == 1 else norms / fam.weight
 
 
 def _device_norms(fam: GroupFamily) -> torch.Tensor:
@@ -242,6 +248,8 @@ class GroupBank:
         device = self.element_group.device
         self.group_family = torch.tensor(family_of_group, dtype=torch.long, device=device)
         self.family_role = torch.tensor([f.role for f in families], dtype=torch.long, device=device)
+        weights = torch.tensor([f.weight for f in families], dtype=torch.float32, device=device)
+        self.group_weight = None if bool((weights == 1).all()) else weights[self.group_family]
         self.family_slices = []
         start = 0
         for fam in families:

@@ -86,7 +86,9 @@ class Family:
 
     `role` is the penalty term (P1, P2, ...) and optimizer role it belongs to; `block` and `layer` label the
     compression report; `same_as` (index of another family) keeps as many groups as that family under
-    --p1_p2_same_ratio.
+    --p1_p2_same_ratio. `weight` is the group-lasso weight of its groups: the proximal step shrinks a group by
+    weight * lambda and the threshold search compares ||g|| / weight (the square root of the member count for
+    coupled writers, so that a coupled channel competes with a single one by its rows' root mean square).
     """
 
     block: int
@@ -95,6 +97,7 @@ class Family:
     members: list[Member]
     cuts: list[Cut] = field(default_factory=list)
     same_as: int | None = None
+    weight: float = 1.0
 
 
 @dataclass
@@ -178,6 +181,7 @@ class Plan:
         problems += [f'family {n} same_as {f.same_as}' for n, f in enumerate(self.families)
                      if f.same_as is not None and not 0 <= f.same_as < len(self.families)]
         problems += [f'family {n} has no members' for n, f in enumerate(self.families) if not f.members]
+        problems += [f'family {n} weight {f.weight}' for n, f in enumerate(self.families) if not f.weight > 0]
         if self.policy.prox_lr not in PROX_LR_CHOICES:
             problems.append(f'prox_lr {self.policy.prox_lr!r}')
         if problems:

@@ -79,11 +79,13 @@ class SearchController:
         return {fam: layer_weights[(i - shift) % len(layer_weights)] for i, fam in enumerate(self.hm.families)}
 
     def _bank_weights(self, bank: GroupBank, weights: dict | None) -> torch.Tensor:
-        values = [weights[f] if weights else 1.0 for f in bank.families]
+        """Each group's weight in the proximal step: its family's layer weight times its group-lasso weight."""
+        values = [(weights[f] if weights else 1.0) * f.weight for f in bank.families]
         return torch.tensor(values, dtype=torch.float32, device=self.device)[bank.group_family]
 
     def penalties(self) -> torch.Tensor:
-        """One term per role: per matrix (sum_g ||g||^q)^(1/q), averaged or summed over the role's matrices.
+        """One term per role: per matrix (sum_g (w ||g||)^q)^(1/q), w the group-lasso weight of the family (1 in
+        the original's plans), averaged or summed over the role's matrices.
 
         Differentiable, so that --optimizer SGD can add it to the loss.
         """
@@ -92,6 +94,8 @@ class SearchController:
         count = torch.zeros(self.roles, device=self.device)
         for bank in self.banks:
             per_group = bank.squared_norms().clamp_min(1e-30).pow(q / 2)
+            if bank.group_weight is not None:
+                per_group = per_group * bank.group_weight ** q
             per_family = bank.family_sums(per_group).pow(1 / q)
             total = total + bank.role_sums(per_family, self.roles)
             count = count + bank.role_sums(torch.ones_like(per_family), self.roles)

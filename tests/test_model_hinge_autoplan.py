@@ -343,6 +343,8 @@ def test_a_zero_padding_shortcut_is_cut_by_index_and_the_stream_pruned_across_st
         dict(zip(writers, [None, None, list(range(8, 24)), list(range(24, 40))], strict=True)),
         dict(zip(writers[2:], [[*range(8), *range(24, 32)], [*range(16, 24), *range(40, 48)]], strict=True)),
         {writers[3]: [*range(16), *range(48, 64)]}]
+    # group lasso's weight for a group of k rows: sqrt(k), k the writers (4, 2, 1)
+    assert [f.weight for f in plan.families if len(f.members) > 1 or f.members[0].positions] == [2.0, 2 ** 0.5, 1.0]
     assert Plan.from_json(plan.to_json()) == plan
 
 

@@ -8,7 +8,7 @@ import torch
 from conftest import SMALL, hinge_model, make_args, random_statistics, reference_flops, zero_groups
 from model import build_baseline
 from model_hinge import adapter_for
-from model_hinge.core import DReLU, HingeModel, factorized_pair, set_module
+from model_hinge.core import ChannelIndexed, DReLU, HingeModel, factorized_pair, set_module
 from model_hinge.errors import HingeError
 from model_hinge.plan import Cut, Insertion
 from model_hinge.surgery import compress
@@ -64,6 +64,27 @@ def test_drelu_is_scriptable_and_exportable():
     x = torch.randn(4, 5)
     assert torch.equal(torch.jit.script(act)(x), act(x))
     assert torch.equal(torch.export.export(act, (x,)).module()(x), act(x))
+
+
+class PadTwo(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(x, [0, 0, 0, 0, 2, 2])
+
+
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
+def test_a_module_cut_by_index_sees_its_full_width_and_keeps_the_layout(layout):
+    """Inputs kept at 0 and 2 of 4 and outputs at 1, 2, 5, 6 of the padded 8: the module sees [c0, 0, c2, 0], pads
+    it to [0, 0, c0, 0, c2, 0, 0, 0], and the kept outputs are [0, c0, 0, 0]."""
+    wrapped = ChannelIndexed(PadTwo(), 4, 8)
+    x = torch.randn(2, 4, 3, 3).contiguous(memory_format=layout)
+    assert torch.equal(wrapped(x), PadTwo()(x))
+    wrapped.inputs, wrapped.outputs = torch.tensor([0, 2]), torch.tensor([1, 2, 5, 6])
+    small = torch.randn(2, 2, 3, 3).contiguous(memory_format=layout)
+    zero = torch.zeros(2, 3, 3)
+    expected = torch.stack([zero, small[:, 0], zero, zero], 1)
+    out = wrapped(small)
+    assert torch.equal(out, expected)
+    assert out.is_contiguous(memory_format=layout)
 
 
 def test_factorized_pair_moves_the_bias_into_a():
