@@ -65,6 +65,7 @@ from utils.rundir import RunLog, SilentLog, remove_run_dir, resolve_run_dir
 from utils.schedule import StepSchedule
 from utils.steps import BatchHooks, ConvergingHooks, SearchHooks, set_learning_rates
 from utils.target import (
+    candidate_measure,
     compressed_latency,
     epoch_ratio,
     export_merge,
@@ -450,7 +451,7 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
     """Threshold search to --ratio, the compression report, and the physical compression."""
     args, start = s.args, time.perf_counter()
     norms = controller.family_norms()
-    threshold = controller.threshold_for_ratio(norms, s.log)
+    threshold = controller.threshold_for_ratio(norms, s.log, candidate_measure(args, hm, controller.latency, s.world))
     flops_c, params_c = controller.cost(norms, threshold)
     kept = controller.kept(norms, threshold)
     lines, info, per_layer = compression_report(hm, norms, kept, threshold, epoch_continue, flops_c, params_c)

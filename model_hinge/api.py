@@ -19,7 +19,7 @@ from model_hinge.complexity import ComplexityModel
 from model_hinge.config import HingeConfig
 from model_hinge.core import HingeModel
 from model_hinge.errors import HingeError
-from model_hinge.latency import LatencyModel, fold_pairs, latency_model, latency_report
+from model_hinge.latency import LatencyModel, candidate_ratio, fold_pairs, latency_model, latency_report
 from model_hinge.plan import Plan
 from model_hinge.registry import NAMES, adapter_for, is_hinge
 from model_hinge.search import SearchController, initial_layer_weights, search_param_groups
@@ -150,7 +150,9 @@ class Hinge:
             return self.model
         self.controller.fold_cheaper = self.controller.folded_flops = fold == 'cheaper'
         norms = self.controller.family_norms()
-        self.threshold = self.controller.threshold_for_ratio(norms, self.messages)
+        measure = None if self.latency is None else (
+            lambda kept: candidate_ratio(self.hm, self.latency, kept, fold == 'cheaper'))
+        self.threshold = self.controller.threshold_for_ratio(norms, self.messages, measure)
         self.outcome['searched_ratio'] = self.controller.target_ratio(norms, self.threshold)
         kept = self.controller.kept(norms, self.threshold)
         counts = torch.tensor([len(kept[fam]) for fam in self.hm.families])

@@ -15,6 +15,9 @@ the classifier) is one measured remainder: the network's time at full width minu
 scaled by the element-wise work the complexity counter charges for it at the given widths. The baseline is the
 same model with every pair folded and nothing removed (the two-slope activations of some plans stay in the
 remainder). Timings are cached per device and runtime (CachedTimer: in memory, or in a json file).
+Interpolation errs where a layer's time is not linear between grid widths (narrow layers on a CPU), so the
+threshold search times the compressed network a threshold gives (candidate_ratio) and corrects its aim by the
+model's error there (search.SearchController.measured_threshold).
 """
 
 import copy
@@ -38,6 +41,7 @@ from model_hinge.core import HingeModel, restore
 from model_hinge.counting import symbolic_shape_of
 from model_hinge.errors import HingeError
 from model_hinge.plan import Insertion
+from model_hinge.surgery import compress
 
 GRID = tuple(i / 8 for i in range(1, 9))
 CACHE_FORMAT = 'hinge-latency/1'
@@ -475,6 +479,21 @@ def fold_pairs(hm: HingeModel, pairs: list[Insertion]) -> None:
     if not hm.merged:
         hm.merge()
     hm.fold(pairs)
+
+
+def candidate_ratio(hm: HingeModel, model: LatencyModel, kept: dict, fold: bool) -> float:
+    """The measured time of the deployable network that compressing `hm` to `kept` (groups per family) gives, its
+    pairs folded as compression folds them (with `fold`, those the model finds faster folded), as a fraction of
+    the baseline's time measured with it (timed in turn, afresh); `hm` is not changed."""
+    counts = torch.tensor([len(kept[f]) for f in hm.families])
+    candidate = copy.deepcopy(hm)
+    compress(candidate.families, {c: kept[f] for f, c in zip(hm.families, candidate.families, strict=True)},
+             candidate.net)
+    candidate.compressed()
+    fold_pairs(candidate, model.folds_that_pay(counts) if fold else [])
+    timer = model.timer.timer if isinstance(model.timer, CachedTimer) else model.timer
+    small, baseline = timer.networks([candidate.net, baseline_network(hm)], hm.input_dim)
+    return small / baseline
 
 
 def latency_report(model: LatencyModel, counts: torch.Tensor, fold: bool, net: nn.Module, input_dim: tuple) -> dict:

@@ -22,6 +22,8 @@ RATIO_MOMENTUM = 0.9
 RATIO_BOUNDS = (5 / 9, 9 / 5)
 RATIO_EXPONENT = 1.35
 THRESHOLD_TOLERANCE = 0.001
+MEASURED_PASSES = 3        # target 'latency': candidate networks timed at most
+MEASURED_TOLERANCE = 0.03  # a measured latency ratio this close (relative) to the target ends the passes
 
 
 def initial_layer_weights(families: list[GroupFamily]) -> list[float]:
@@ -269,11 +271,39 @@ class SearchController:
                              'model_hinge.latency.LatencyModel or use target flops.')
         return self.latency
 
-    def threshold_for_ratio(self, norms: dict, log) -> float:
+    def threshold_for_ratio(self, norms: dict, log, measure=None) -> float:
         """The nullifying threshold for the configured ratio: the original's iterative search under legacy_search,
-        the exact search otherwise (what the command line's compression stage and Hinge.compress both run)."""
+        the exact search otherwise (what the command line's compression stage and Hinge.compress both run); with
+        target 'latency' and `measure` (kept groups -> measured latency ratio), corrected by measured passes."""
         search = self.search_threshold_legacy if self.config.legacy_search else self.search_threshold
-        return search(norms, self.config.ratio, log)
+        threshold = search(norms, self.config.ratio, log)
+        if self.config.target == 'latency' and measure is not None and not self.config.legacy_search:
+            threshold = self.measured_threshold(norms, threshold, self.config.ratio, measure, log)
+        return threshold
+
+    def measured_threshold(self, norms: dict, threshold: float, target: float, measure, log) -> float:
+        """Target 'latency': the threshold whose compressed network's measured time comes closest to `target`.
+        `measure(kept)` times the network a threshold's kept groups give (a fraction of the baseline's time);
+        while it misses the target by more than MEASURED_TOLERANCE of it, the prediction is aimed at target x
+        predicted / measured (the model's error there taken out) and searched again, at most MEASURED_PASSES
+        times: the model interpolates between measured widths, the passes time the widths themselves."""
+        model, counter, candidates = self.latency_model(), self.survivors(norms), threshold_candidates(norms)
+        measured: dict[float, float] = {}
+        for _ in range(MEASURED_PASSES):
+            if threshold in measured:
+                break
+            measured[threshold] = measure(self.kept(norms, threshold))
+            predicted = self.target_ratio(counter, threshold)
+            log.write(f'Measured pass: threshold={threshold:2.8f}, latency ratio predicted {predicted:.4f}, '
+                      f'measured {measured[threshold]:.4f}.')
+            if abs(measured[threshold] - target) <= MEASURED_TOLERANCE * target:
+                break
+            aim = predicted * target / measured[threshold]
+            threshold = candidates[self._closest_prediction(model, counter, candidates, aim)[0]]
+        best = min(measured, key=lambda t: abs(measured[t] - target))
+        log.write(f'Measured passes: threshold={best:2.8f}, measured latency ratio {measured[best]:.4f} '
+                  f'(target {target}).')
+        return best
 
     def search_threshold(self, norms: dict, target: float, log) -> float:
         """The threshold whose FLOPs ratio is closest to `target`, by bisection over the thresholds at
@@ -314,9 +344,7 @@ class SearchController:
         """The candidate threshold whose predicted latency ratio is closest to `target` (every candidate is
         evaluated: measured times need not fall monotonically with the channels kept)."""
         model = self.latency_model()
-        ratios = model.ratio(torch.stack([counter.counts(t) for t in candidates]), self.fold_cheaper)
-        best = int(torch.argmin((ratios - target).abs()))
-        reached = float(ratios[best])
+        best, reached = self._closest_prediction(model, counter, candidates, target)
         log.write(f'Latency search over {len(candidates)} thresholds: threshold={candidates[best]:2.8f}, '
                   f'status={reached:2.4f}, latency={reached * model.baseline * 1e3:.2f} ms per batch (baseline '
                   f'{model.baseline * 1e3:.2f} ms), flops={self.cost(counter, candidates[best])[0]}.')
@@ -324,6 +352,13 @@ class SearchController:
             log.write(f'The ratio {target} is not attainable within {THRESHOLD_TOLERANCE} (channels come in coarser '
                       f'steps here); the closest attainable ratio is {reached:.4f}.')
         return candidates[best]
+
+    def _closest_prediction(self, model: LatencyModel, counter: SurvivorCounter, candidates: list[float],
+                            target: float) -> tuple[int, float]:
+        """(index, predicted ratio) of the candidate threshold whose predicted latency ratio is closest to target."""
+        ratios = model.ratio(torch.stack([counter.counts(t) for t in candidates]), self.fold_cheaper)
+        best = int(torch.argmin((ratios - target).abs()))
+        return best, float(ratios[best])
 
     def search_threshold_legacy(self, norms: dict, target: float, log) -> float:
         """The original's threshold walk: steps of 0.01 from --threshold, halved at each crossing, at most

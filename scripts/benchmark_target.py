@@ -2,10 +2,11 @@
 
 `python scripts/benchmark.py --section latency --target latency` runs this and writes the section
 `latency-target` of docs/benchmark.md. For ResNet-20 and ResNet-56 compressed with Hinge_ResNet_Basic_SVD
-(decomposition only) and Hinge_ResNet_Basic (pruning and decomposition), and torchvision's resnet18 and
-mobilenet_v2 (num_classes 10, 32x32) with the automatic plan, from random weights with random
+(decomposition only), Hinge_ResNet_Basic (pruning and decomposition) and the automatic plan, and torchvision's
+resnet18 and mobilenet_v2 (num_classes 10, 32x32) with the automatic plan, from random weights with random
 per-layer norm scales as in the latency section, it compresses once with target 'flops' and once with target
-'latency' at the same ratio, folds the pairs that do not pay (by FLOPs, or by the latency model), exports
+'latency' at the same ratio (the latency model's search, then its measured passes: model_hinge.search), folds
+the pairs that do not pay (by FLOPs, or by the latency model), exports
 baseline and compressed network with torch.export, and times both programs at the latency batch (alternating,
 median of the repeats). The latency model is built in the same process, on the same device and threads, in the
 layout the exported programs run (contiguous). A row meets the issue's target when the measured time of the
@@ -28,15 +29,16 @@ from model import AUTO, build_baseline
 from model_hinge import adapter_for, auto_plan
 from model_hinge.complexity import ComplexityModel
 from model_hinge.core import HingeModel
-from model_hinge.latency import CachedTimer, DeviceTimer, LatencyModel, fold_pairs
+from model_hinge.latency import CachedTimer, DeviceTimer, LatencyModel, candidate_ratio, fold_pairs
 from model_hinge.search import SearchController
 from model_hinge.surgery import compress
 from utils.export import FILES, export_network, load_runner
 from utils.rundir import ConsoleLog
 
 INPUT = (3, 32, 32)
-NETWORKS = (('Hinge_ResNet_Basic_SVD', 20), ('Hinge_ResNet_Basic', 20), ('Hinge_ResNet_Basic_SVD', 56),
-            ('Hinge_ResNet_Basic', 56), ('Hinge', 'torchvision:resnet18'), ('Hinge', 'torchvision:mobilenet_v2'))
+NETWORKS = (('Hinge_ResNet_Basic_SVD', 20), ('Hinge_ResNet_Basic', 20), ('Hinge', 'ResNet-20'),
+            ('Hinge_ResNet_Basic_SVD', 56), ('Hinge_ResNet_Basic', 56), ('Hinge', 'ResNet-56'),
+            ('Hinge', 'torchvision:resnet18'), ('Hinge', 'torchvision:mobilenet_v2'))
 TOLERANCE = 0.10
 
 
@@ -47,11 +49,16 @@ class Quiet(ConsoleLog):
 
 def converted(model: str, depth: int | str, target: str) -> tuple[nn.Module, HingeModel, argparse.Namespace]:
     """(baseline, its converted copy, flags) from one seeded random baseline: a hand-written plan on our ResNet of
-    `depth`, or (model 'Hinge') the automatic plan of the --base network `depth` names."""
-    network = f'--base {depth}' if model == AUTO else f'--depth {depth} --downsample_type A'
+    `depth`, or (model 'Hinge') the automatic plan of the --base network `depth` names (ResNet-N: ours, option A)."""
+    if model != AUTO:
+        network = f'--depth {depth} --downsample_type A'
+    elif str(depth).startswith('ResNet-'):
+        network = f'--base ResNet --depth {depth[7:]} --downsample_type A'
+    else:
+        network = f'--base {depth}'
     args = option.parse_args(f'--template CIFAR10 --model {model} {network} --target {target}'.split())
     torch.manual_seed(0)
-    baseline = build_baseline(args, depth if model == AUTO else adapter_for(model).baseline).eval()
+    baseline = build_baseline(args, args.base if model == AUTO else adapter_for(model).baseline).eval()
     net = copy.deepcopy(baseline)
     plan = auto_plan(net, torch.zeros(1, *INPUT)) if model == AUTO else adapter_for(model).plan(net)
     return baseline, HingeModel(net, plan, INPUT, args.init_method), args
@@ -78,6 +85,9 @@ def compressed(model: str, depth: int, target: str, opts: argparse.Namespace,
     controller = SearchController(hm, args, None, latency)
     norms = random_norms(controller)
     threshold = controller.search_threshold(norms, opts.ratio, Quiet())
+    if latency is not None:
+        threshold = controller.measured_threshold(norms, threshold, opts.ratio,
+                                                  lambda kept: candidate_ratio(hm, latency, kept, True), Quiet())
     kept = controller.kept(norms, threshold)
     counts = torch.tensor([len(kept[f]) for f in hm.families])
     if latency is not None:

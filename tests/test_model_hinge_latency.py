@@ -167,6 +167,43 @@ def test_the_latency_search_picks_the_threshold_whose_prediction_is_closest():
         assert controller.target_ratio(norms, chosen) == pytest.approx(ratios[candidates.index(chosen)])
 
 
+class Proportional:
+    """A latency model stand-in: the fraction of the groups kept."""
+
+    baseline = 1.0
+
+    def __init__(self, total: int):
+        self.total = total
+
+    def ratio(self, counts: torch.Tensor, fold: bool = True) -> torch.Tensor:
+        return counts.double().sum(-1) / self.total
+
+
+def test_measured_passes_take_the_models_error_out():
+    """The compressed network runs 1.25x slower than predicted: the passes aim the prediction at target / 1.25, so
+    the chosen threshold's measured ratio is the closest to the target any threshold gives (the prediction alone
+    lands at 1.25 x the target), with at most three networks timed."""
+    hm, _ = hinge_model('--model Hinge_ResNet_Basic_SVD --depth 8 --downsample_type A', init='p-identity')
+    model = Proportional(sum(f.size for f in hm.families))
+    controller = SearchController(hm, HingeConfig.create(target='latency', remain_percentage=0.1), None, model)
+    generator = torch.Generator().manual_seed(0)
+    norms = {f: torch.rand(f.size, generator=generator) for f in hm.families}
+    timed = []
+
+    def measure(kept: dict) -> float:
+        timed.append(kept)
+        return 1.25 * float(model.ratio(torch.tensor([len(kept[f]) for f in hm.families])))
+
+    first = controller.search_threshold(norms, 0.6, ConsoleLog())
+    assert measure(controller.kept(norms, first)) == pytest.approx(0.75, abs=0.03)
+    timed.clear()
+    chosen = controller.measured_threshold(norms, first, 0.6, measure, ConsoleLog())
+    counter = controller.survivors(norms)
+    best = min(abs(1.25 * float(model.ratio(counter.counts(t))) - 0.6) for t in threshold_candidates(norms))
+    assert abs(measure(controller.kept(norms, chosen)) - 0.6) == pytest.approx(best)
+    assert 2 <= len(timed) - 1 <= 3
+
+
 def test_a_latency_target_without_measured_times_is_refused_in_one_sentence():
     hm, _ = hinge_model('--model Hinge_ResNet_Basic_SVD --depth 8 --downsample_type A', init='p-identity')
     controller = SearchController(hm, HingeConfig.create(target='latency'), None)

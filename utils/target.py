@@ -4,7 +4,8 @@ The layers are timed at --latency_batch on the run's device in the channels-last
 the times are kept in the run directory (`latency.json`), so a resumed run measures nothing again. Under
 torchrun only rank 0 measures and the others receive its times, so every process searches the same threshold.
 The per-epoch ratio of the search and the ratio the threshold search aims at are the latency model's; results
-keep the FLOPs ratio next to it.
+keep the FLOPs ratio next to it. The threshold search then times the candidate compressed network itself (a few
+measured passes, rank 0 under torchrun) and corrects its aim by the model's error there.
 """
 
 import copy
@@ -15,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from model_hinge.core import HingeModel
-from model_hinge.latency import CachedTimer, DeviceTimer, LatencyModel, fold_pairs, latency_report
+from model_hinge.latency import CachedTimer, DeviceTimer, LatencyModel, candidate_ratio, fold_pairs, latency_report
 from model_hinge.plan import Insertion
 from model_hinge.search import SearchController
 from utils.distributed import World
@@ -48,6 +49,23 @@ def search_latency(args: Namespace, hm: HingeModel, run_dir: Path, device: torch
         dist.broadcast_object_list(shared, src=0)
         timer.entries.update(shared[0])
     return LatencyModel(hm, timer, merged_view)
+
+
+def candidate_measure(args: Namespace, hm: HingeModel, latency: LatencyModel | None, world: World):
+    """What the threshold search's measured passes call (target latency; None otherwise): the measured latency
+    ratio of a candidate compression, folded as the export folds it. Under torchrun rank 0 times it and every
+    process receives its number, so all choose the same threshold."""
+    if latency is None:
+        return None
+    fold = export_merge(args) == 'cheaper'
+
+    def measure(kept: dict) -> float:
+        value = [candidate_ratio(hm, latency, kept, fold) if world.main else 0.0]
+        if world.distributed:
+            dist.broadcast_object_list(value, src=0)
+        return value[0]
+
+    return measure
 
 
 def save_times(latency: LatencyModel | None, world: World) -> None:
