@@ -299,7 +299,10 @@ def build_hinge(args: Namespace, data: Data, run_dir: Path, phase: str) -> tuple
         path = resume_point(run_dir, phase, args.resume)[0]
         load_state(net, load_torch(path, '--load'), f'--load {path}', adapt=phase == 'converging')
     try:
-        hm.compressed() if phase in ('test', 'converging') else hm.retrace()
+        if phase in ('test', 'converging'):
+            hm.compressed()
+        else:
+            hm.retrace()
     except RuntimeError as err:
         raise UsageError(f'the loaded tensors do not fit together ({str(err).splitlines()[0]}); '
                          'is the checkpoint of this --model and --depth?') from None

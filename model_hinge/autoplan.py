@@ -188,7 +188,7 @@ class ChannelTracer(fx.Interpreter):
         self.order: list[str] = []
         self.notes: list[str] = []
         self.grouped: dict[str, tuple[torch.Tensor, int, torch.Tensor]] = {}  # path -> (input ids, groups, output ids)
-        self.padding: dict[str, list[torch.Tensor]] = {}  # module path -> the ids of the channels its pads add
+        self.added: list[torch.Tensor] = []  # the ids of the channels that pads add
         self.pads: dict[str, list[fx.Node]] = {}  # module path -> its pads of the channel axis
         self.indexed: dict[str, list[int]] = {}  # module path -> [input, output channels] (plan.Plan.indexed)
         self.fake = FakeTensorMode(allow_non_fake_inputs=True)  # shapes only: the planner needs no values
@@ -427,7 +427,7 @@ class ChannelTracer(fx.Interpreter):
         """Channels a pad adds: new ids (they read nothing), which the sums they enter couple with what they
         meet. They can be cut only where the module that pads can be cut by index (see `index_padding_modules`)."""
         ids = self.sets.new(shape[1])
-        self.padding.setdefault(module_path(n), []).append(ids)
+        self.added.append(ids)
         return ids.view([1, -1] + [1] * (len(shape) - 2)).expand(shape)
 
     def index_padding_modules(self) -> None:
@@ -680,10 +680,9 @@ def couplings(tracer: ChannelTracer, roots: torch.Tensor) -> list[Coupling]:
     for path in tracer.order:
         for row, root in enumerate(roots[tracer.producers[path]].tolist()):
             written.setdefault(root, []).append((path, row))
-    added = torch.zeros(len(roots), dtype=torch.long)
-    for path in tracer.indexed:
-        for ids in tracer.padding[path]:
-            added += torch.bincount(roots[ids.reshape(-1)], minlength=len(roots))
+    added = torch.zeros(len(roots), dtype=torch.long)   # the pads that cannot be cut froze their channels' sets
+    for ids in tracer.added:
+        added += torch.bincount(roots[ids], minlength=len(roots))
     ungrouped = {p for p in tracer.order if grouped_reader(tracer, tracer.producers[p]) is None}
     found: dict[tuple[str, ...], Coupling] = {}
     for root, members in written.items():
@@ -718,9 +717,10 @@ def coupling_family(block: int, coupling: Coupling, model: nn.Module, cuts: list
     weighted by the square root of the writer count (group lasso's weight for a group of that many rows)."""
     members, own = [], []
     for path, rows in coupling.rows.items():
-        listed = None if rows == list(range(model.get_submodule(path).out_channels)) else rows
+        conv = model.get_submodule(path)
+        listed = None if rows == list(range(conv.out_channels)) else rows
         members.append(Member(f'{path}.1.weight', 0, positions=listed))
-        own += [Cut(c.tensor, 0, positions=listed) for c in own_cuts(path, model.get_submodule(path))]
+        own += [Cut(c.tensor, 0, positions=listed) for c in own_cuts(path, conv)]
     return Family(block, 1, 0, members, own + cuts, weight=len(members) ** 0.5)
 
 

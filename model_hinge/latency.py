@@ -481,6 +481,11 @@ def fold_pairs(hm: HingeModel, pairs: list[Insertion]) -> None:
     hm.fold(pairs)
 
 
+def fresh_timer(model: LatencyModel) -> Timer:
+    """The model's timer without its cache: what times a compressed network, which is measured afresh."""
+    return model.timer.timer if isinstance(model.timer, CachedTimer) else model.timer
+
+
 def candidate_ratio(hm: HingeModel, model: LatencyModel, kept: dict, fold: bool) -> float:
     """The measured time of the deployable network that compressing `hm` to `kept` (groups per family) gives, its
     pairs folded as compression folds them (with `fold`, those the model finds faster folded), as a fraction of
@@ -491,16 +496,14 @@ def candidate_ratio(hm: HingeModel, model: LatencyModel, kept: dict, fold: bool)
              candidate.net)
     candidate.compressed()
     fold_pairs(candidate, model.folds_that_pay(counts) if fold else [])
-    timer = model.timer.timer if isinstance(model.timer, CachedTimer) else model.timer
-    small, baseline = timer.networks([candidate.net, baseline_network(hm)], hm.input_dim)
+    small, baseline = fresh_timer(model).networks([candidate.net, baseline_network(hm)], hm.input_dim)
     return small / baseline
 
 
 def latency_report(model: LatencyModel, counts: torch.Tensor, fold: bool, net: nn.Module, input_dim: tuple) -> dict:
     """The model's prediction for the compressed network next to its measured time (ms per batch), and both as
     fractions of the baseline's time; `net` is timed afresh, never read from the cache."""
-    timer = model.timer.timer if isinstance(model.timer, CachedTimer) else model.timer
-    predicted, measured = float(model.seconds(counts, fold)), timer.networks([net], input_dim)[0]
+    predicted, measured = float(model.seconds(counts, fold)), fresh_timer(model).networks([net], input_dim)[0]
     return {'latency_baseline_ms': model.baseline * 1e3, 'latency_predicted_ms': predicted * 1e3,
             'latency_measured_ms': measured * 1e3, 'latency_ratio_predicted': predicted / model.baseline,
             'latency_ratio_measured': measured / model.baseline, 'latency_error': predicted / measured - 1}
