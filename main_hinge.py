@@ -578,9 +578,11 @@ def run(args: Namespace, epoch_budget: int | None = None) -> dict:
         if world.main:
             defaults = {name: str(value) for name, value in vars(option.parse_args([])).items()}
             write_report(Path(results['run_dir']), defaults)
-        return results
-    finally:
-        distributed.finish(world)
+    except BaseException:
+        distributed.finish(world, together=False)
+        raise
+    distributed.finish(world)
+    return results
 
 
 def relaunch_with_torchrun(processes: int, argv: list[str]) -> None:

@@ -73,6 +73,12 @@ def test_the_shares_of_a_global_batch_are_the_batch_of_one_process():
     assert torch.equal(sum_over_processes(torch.ones(2), SINGLE), torch.ones(2))
 
 
+def rank_logs(folder) -> str:
+    """The ends of what each process of a torchrun wrote (its --log-dir), to say which one failed and where."""
+    return ''.join(f'\n--- {path.relative_to(folder)}:\n{path.read_text(errors="replace")[-1500:]}'
+                   for path in sorted(folder.rglob('std*.log')))
+
+
 def test_two_processes_give_the_results_of_one(tiny_demo, unrendered_plots, tmp_path):
     """A short search, compression and converging run with --n_GPUs 2 on the CPU (torchrun, gloo) against the
     same run in one process (this one) with the same global batch."""
@@ -87,10 +93,11 @@ def test_two_processes_give_the_results_of_one(tiny_demo, unrendered_plots, tmp_
              f'--ratio 0.6 --threshold 1e9 --stop_limit 0.1 --layer_balancing --cpu --print_every 2 '
              f'--dir_save {tmp_path / "runs"}').split()
     assert main_hinge.main([*flags, '--save', 'one']) == 0
-    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                f'--log-dir={tmp_path / "ranks"}', '--redirects=3']
     done = subprocess.run([*torchrun, str(runner_script(tmp_path)), *flags, '--save', 'two'], capture_output=True,
                           text=True, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS='1'))
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-2000:] + rank_logs(tmp_path / 'ranks')
     one, two = (json.loads((tmp_path / 'runs' / n / 'results.json').read_text()) for n in ('one', 'two'))
     assert [(h['stage'], h['epoch']) for h in one['history']] == [(h['stage'], h['epoch']) for h in two['history']]
     for a, b in zip(one['history'], two['history'], strict=True):

@@ -50,8 +50,13 @@ def start(use_cuda: bool) -> World:
     return world
 
 
-def finish(world: World) -> None:
+def finish(world: World, together: bool = True) -> None:
+    """Leave the process group; `together` (a run that ended well): once every process got here, since one that
+    tore its group down while another still spoke to it could end the run with an abort instead of exit status 0.
+    A failing process leaves at once (the others may wait in another collective; torchrun stops them)."""
     if world.distributed and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 
