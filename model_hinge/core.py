@@ -65,10 +65,13 @@ def channels_last(x: torch.Tensor) -> bool:
 
 
 def select_channels(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x's channels at `index`, in x's memory layout (a channels-last tensor gathers along its innermost axis and
-    stays channels last, so the operations after it keep their fast kernels)."""
+    """x's channels at `index`, in x's memory layout: a channels-last tensor gathers along its innermost axis and
+    stays channels last, so the operations after it keep their fast kernels (torch.gather with the index expanded
+    over the pixels: index_select along the last axis is several times slower on the CPU)."""
     if channels_last(x):
-        return x.permute(0, 2, 3, 1).index_select(3, index).permute(0, 3, 1, 2)
+        pixels = x.permute(0, 2, 3, 1)
+        spots = index.view(1, 1, 1, -1).expand(*pixels.shape[:3], index.numel())
+        return torch.gather(pixels, 3, spots).permute(0, 3, 1, 2)
     return x.index_select(1, index)
 
 
