@@ -24,7 +24,9 @@ Every run's batch size is 64 (--batch-size), the paper's for ResNet-20/56.
 Every FLOPs and parameter count, including the stopping test of the progressive pruning, is model_hinge.count.
 Torch-Pruning does not see the zero-padding shortcut of option A (its width follows the input's), so on our
 ResNets the convolutions that write the residual channels (the stem and every block's second convolution) are
-left to it unpruned; it prunes the inner channels of every block. A method that fails on a network (Torch-Pruning
+left to it unpruned; it prunes the inner channels of every block. Throughput is timed once every seed ran, the
+methods' networks taking turns in each round (a shared machine's slow and fast spells fall on every row alike).
+A method that fails on a network (Torch-Pruning
 on shufflenet_v2: ZeroDivisionError) becomes a row note. Torch-Pruning is optional (requirements-bench.txt).
 
     python scripts/compare_peers.py [--nets resnet20 resnet56 resnet18 mobilenet_v2] [--seeds 0 1 2] [--epochs 3]
@@ -313,27 +315,37 @@ RUNNERS = {'hinge': run_hinge, 'hinge_paper': run_hinge_paper, 'tp_magnitude': r
 # Measuring
 
 
-def images_per_second(run, batch: int, repeat: int, calls: int) -> float:
-    """Median images/s over `repeat` timings of `calls` forward passes at `batch` (CPU, after one warm-up)."""
-    x = torch.randn(batch, *INPUT)
-    with torch.inference_mode():
+def forward_seconds(run, x: torch.Tensor, calls: int) -> float:
+    """Seconds per forward pass of `run` on `x`, averaged over `calls` passes."""
+    start = time.perf_counter()
+    for _ in range(calls):
         run(x)
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            for _ in range(calls):
+    return (time.perf_counter() - start) / calls
+
+
+def interleaved_throughput(nets: dict[str, nn.Module], dry: bool) -> dict[str, dict]:
+    """Images/s on the CPU of each network at batch 1 and 64, eager and as a torch.export program (dynamic batch).
+    The networks take turns within every round, so a slow or fast spell of a shared machine falls on all rows
+    alike; each value is the median over the rounds."""
+    programs = {}
+    for name, net in nets.items():
+        net = copy.deepcopy(net).cpu().eval()
+        programs[name, 'eager'] = net
+        programs[name, 'export'] = to_program(net, torch.randn(2, *INPUT)).module()
+    rounds, calls = (1, 2) if dry else (9, 10)
+    rates = {name: {} for name in nets}
+    with torch.inference_mode():
+        for batch in (1, 64):
+            x, n = torch.randn(batch, *INPUT), calls if batch == 1 else max(1, calls // 5)
+            times = {key: [] for key in programs}
+            for run in programs.values():
                 run(x)
-            times.append((time.perf_counter() - start) / calls)
-    return batch / statistics.median(times)
-
-
-def cpu_throughput(net: nn.Module, dry: bool) -> dict:
-    """Images/s on the CPU at batch 1 and 64, eager and as a torch.export program (dynamic batch)."""
-    net = copy.deepcopy(net).cpu().eval()
-    runs = {'eager': net, 'export': to_program(net, torch.randn(2, *INPUT)).module()}
-    repeat, calls = (1, 2) if dry else (5, 10)
-    return {f'{kind}_b{batch}': images_per_second(run, batch, repeat, calls if batch == 1 else max(1, calls // 5))
-            for kind, run in runs.items() for batch in (1, 64)}
+            for _ in range(rounds):
+                for key, run in programs.items():
+                    times[key].append(forward_seconds(run, x, n))
+            for (name, kind), seconds in times.items():
+                rates[name][f'{kind}_b{batch}'] = batch / statistics.median(seconds)
+    return rates
 
 
 def one_run(name: str, method: str, seed: int, ctx: dict, base: nn.Module, base_info: dict) -> tuple[nn.Module, dict]:
@@ -372,6 +384,7 @@ def compare_net(name: str, ctx: dict) -> list[dict]:
     rows = {m: {'net': name, 'method': m, 'runs': [], 'note': ''} for m in opts.methods}
     if 'hinge_paper' in rows and not our_depth(name):
         rows['hinge_paper']['note'] = f'no hand-written plan ({PAPER_PLAN} is for our ResNets)'
+    timed = {}  # the first seed's network of each method, timed together once every seed ran
     for seed in opts.seeds:
         ctx['train'], ctx['test'] = load_data(opts, seed, ctx['device'])
         ctx['test_images'] = ctx['test'].num_samples
@@ -389,8 +402,9 @@ def compare_net(name: str, ctx: dict) -> list[dict]:
                 continue
             print(f'ratio {values["flops_ratio"]:.3f}, top-1 error {values["top1_err"]:.2f} %', flush=True)
             row['runs'].append(values)
-            if 'throughput' not in row:
-                row['throughput'] = cpu_throughput(net, opts.dry_run)
+            timed.setdefault(method, net)
+    for method, rates in interleaved_throughput(timed, opts.dry_run).items():
+        rows[method]['throughput'] = rates
     for row in rows.values():
         row['summary'] = summarise(row['runs'])
     return list(rows.values())
@@ -440,8 +454,9 @@ def report(result: dict) -> str:
              f'seeds; {result["epochs"]} epochs leave every network far from converged, so the rows compare the '
              'methods at an equal budget, not with published errors. Wall time: the method (training, search or '
              'sparse training, pruning, fine-tuning; the baseline: its training), mean over seeds. Throughput: '
-             "images/s on the CPU of the first seed's network, batch 1 and 64, eager and as a torch.export program "
-             '(median of repeats).', '',
+             "images/s on the CPU of the first seed's network, batch 1 and 64, eager and as a torch.export program; "
+             "one network's rows take turns with the others' in every round, and each value is the median over the "
+             'rounds.', '',
              '| network | method | seeds | FLOPs ratio | params ratio | top-1 error (%) | wall time (s) | '
              'b=1 eager | b=1 export | b=64 eager | b=64 export | note |', '|' + '---|' * 12]
     lines += [table_line(row) for row in result['rows']]
