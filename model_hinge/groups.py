@@ -161,11 +161,11 @@ def check_fit(families: list[GroupFamily], model: str) -> None:
     """Every family's members agree on the group count, and its cuts fit their axes without overlapping."""
     taken: dict[tuple[int, int], torch.Tensor] = {}
     for index, fam in enumerate(families):
+        for member in fam.members:
+            check_positions(member, index, model)
         counts = {m.slices // m.chunk for m in fam.members}
         divisible = all(m.slices % m.chunk == 0 for m in fam.members)
-        inside = all(m.positions is None or (len(m.positions) and 0 <= int(m.positions.min())
-                                             and int(m.positions.max()) < m.param.shape[m.dim]) for m in fam.members)
-        if len(counts) != 1 or not divisible or not inside:
+        if len(counts) != 1 or not divisible:
             raise HingeError(f'the compression plan of {model} does not fit the network: the members of family '
                              f'{index} do not have the same number of groups.')
         for cut in fam.cuts:
@@ -181,6 +181,20 @@ def check_fit(families: list[GroupFamily], model: str) -> None:
                 raise HingeError(f'the compression plan of {model} is inconsistent: two families cut the same '
                                  'positions of one tensor.')
             mask[owned] = True
+
+
+def check_positions(member: Member, index: int, model: str) -> None:
+    """A member's listed slices exist along its axis (a plan written for another network's widths would not)."""
+    if member.positions is None:
+        return
+    if not len(member.positions):
+        raise HingeError(f'the compression plan of {model} does not fit the network: a member of family {index} '
+                         'lists no positions; list at least one, or none to give it the whole axis.')
+    low, high, size = int(member.positions.min()), int(member.positions.max()), member.param.shape[member.dim]
+    if low < 0 or high >= size:
+        raise HingeError(f'the compression plan of {model} does not fit the network: a member of family {index} '
+                         f'lists positions {low}..{high} of a tensor with {size} slices along axis {member.dim} '
+                         f'(0..{size - 1} would fit).')
 
 
 def exact_norms(fam: GroupFamily) -> torch.Tensor:

@@ -104,7 +104,8 @@ def test_bind_refuses_plans_that_do_not_fit_the_network():
         (PlanFamily(0, 1, 0, [PlanMember('0.weight', 0)], [PlanCut('2.weight', 1, offset=1)]), 'cuts positions 1..5'),
         (PlanFamily(0, 1, 0, [PlanMember('0.weight', 0), PlanMember('2.weight', 0)]), 'same number of groups'),
         (PlanFamily(0, 1, 0, [PlanMember('0.weight', 0, chunk=3)]), 'same number of groups'),
-        (PlanFamily(0, 1, 0, [PlanMember('0.weight', 0, positions=[1, 4])]), 'same number of groups'),
+        (PlanFamily(0, 1, 0, [PlanMember('0.weight', 0, positions=[1, 4])]), r'positions 1\.\.4 of a tensor with 4'),
+        (PlanFamily(0, 1, 0, [PlanMember('0.weight', 0, positions=[])]), 'lists no positions'),
     ]
     for spec, message in cases:
         with pytest.raises(HingeError, match=message):
