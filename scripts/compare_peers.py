@@ -26,8 +26,8 @@ Torch-Pruning does not see the zero-padding shortcut of option A (its width foll
 ResNets the convolutions that write the residual channels (the stem and every block's second convolution) are
 left to it unpruned; it prunes the inner channels of every block. Throughput is timed once every seed ran, the
 methods' networks taking turns in each round (a shared machine's slow and fast spells fall on every row alike).
-A method that fails on a network (Torch-Pruning
-on shufflenet_v2: ZeroDivisionError) becomes a row note. Torch-Pruning is optional (requirements-bench.txt).
+A method that fails on a network (Torch-Pruning on shufflenet_v2: ZeroDivisionError) becomes a row note.
+Torch-Pruning is optional (requirements-bench.txt).
 
     python scripts/compare_peers.py [--nets resnet20 resnet56 resnet18 mobilenet_v2] [--seeds 0 1 2] [--epochs 3]
         [--methods baseline hinge hinge_paper tp_magnitude tp_groupnorm] [--device cpu|cuda] [--threads N]
