@@ -246,7 +246,7 @@ def compressed_variants(model: str, flags: str, ratio: float) -> tuple[nn.Module
              for f, n in controller.family_norms().items()}
     threshold = controller.search_threshold(norms, ratio, _Quiet())
     compress(hm.families, kept_groups(hm.families, norms, threshold, args.remain_percentage, False), hm.net)
-    hm.retrace()
+    hm.compressed()
     cheaper = copy.deepcopy(hm)
     hm.merge()
     extra = cheaper.merge_where_cheaper()

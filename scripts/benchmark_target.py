@@ -82,12 +82,11 @@ def compressed(model: str, depth: int, target: str, opts: argparse.Namespace,
         start = time.perf_counter()
         latency = LatencyModel(hm, timer)
         numbers.update(build_seconds=time.perf_counter() - start, timings=timer.measured)
+    args.ratio = opts.ratio
     controller = SearchController(hm, args, None, latency)
     norms = random_norms(controller)
-    threshold = controller.search_threshold(norms, opts.ratio, Quiet())
-    if latency is not None:
-        threshold = controller.measured_threshold(norms, threshold, opts.ratio,
-                                                  lambda kept: candidate_ratio(hm, latency, kept, True), Quiet())
+    measure = None if latency is None else (lambda kept: candidate_ratio(hm, latency, kept, True))
+    threshold = controller.threshold_for_ratio(norms, Quiet(), measure)
     kept = controller.kept(norms, threshold)
     counts = torch.tensor([len(kept[f]) for f in hm.families])
     if latency is not None:
@@ -95,7 +94,7 @@ def compressed(model: str, depth: int, target: str, opts: argparse.Namespace,
                        predicted_ms=float(latency.seconds(counts)) * 1e3)
     pairs = latency.folds_that_pay(counts) if latency is not None else None
     compress(hm.families, kept, hm.net)
-    hm.retrace()
+    hm.compressed()
     if pairs is None:
         hm.merge_where_cheaper()
     else:
