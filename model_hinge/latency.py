@@ -122,7 +122,7 @@ def uses_channels_last(net: nn.Module) -> bool:
 
 class DeviceTimer:
     """Times convolutions and networks in inference mode at `batch` on `device`, in the given memory layout:
-    median of `repeats` runs for a convolution, of 2 * repeats + 1 for a network (the few measurements every
+    median of `repeats` runs for a convolution, of 5 * repeats + 1 for a network (the few measurements every
     prediction rests on)."""
 
     def __init__(self, batch: int, device: torch.device | str, channels_last: bool = False, repeats: int = 3):
@@ -141,7 +141,7 @@ class DeviceTimer:
         return self.run([layer], (in_channels, *shape.size), self.repeats)[0]
 
     def networks(self, nets: list[nn.Module], input_dim: tuple) -> list[float]:
-        return self.run([copy.deepcopy(net) for net in nets], input_dim, 2 * self.repeats + 1)
+        return self.run([copy.deepcopy(net) for net in nets], input_dim, 5 * self.repeats + 1)
 
     def run(self, modules: list[nn.Module], input_dim: tuple, repeats: int) -> list[float]:
         """Median seconds of each module (changed: moved and put in eval mode) on one random batch."""
