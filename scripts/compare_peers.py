@@ -18,6 +18,9 @@ then each method starts from a copy of it and gets the same number of epochs (--
 - `tp_groupnorm`: Torch-Pruning's GroupNormPruner (its CIFAR `group_sl` recipe: GroupMagnitudeImportance(p=2,
   normalizer='max'), reg 5e-4): sparse training with its regulariser for half the budget (lr 0.01, no weight
   decay), the same progressive pruning, fine-tuning with the rest. Its reg is the recipe's, not scaled to the budget.
+- `hinge_tp_flops`: `hinge` searched to the FLOPs ratio `tp_magnitude` reached on the same seed (its
+  progressive pruning stops at the first step below half, 0.47 on our ResNets): the two at equal FLOPs, for
+  the question whether Hinge's network is as fast as Torch-Pruning's. Needs `tp_magnitude` in --methods.
 - `baseline`: the cached baseline itself.
 Every run's batch size is 64 (--batch-size), the paper's for ResNet-20/56.
 
@@ -30,7 +33,8 @@ A method that fails on a network (Torch-Pruning on shufflenet_v2: ZeroDivisionEr
 Torch-Pruning is optional (requirements-bench.txt).
 
     python scripts/compare_peers.py [--nets resnet20 resnet56 resnet18 mobilenet_v2] [--seeds 0 1 2] [--epochs 3]
-        [--methods baseline hinge hinge_paper tp_magnitude tp_groupnorm] [--device cpu|cuda] [--threads N]
+        [--methods baseline hinge hinge_paper tp_magnitude tp_groupnorm hinge_tp_flops] [--device cpu|cuda]
+        [--threads N]
         [--out runs/peers] [--doc docs/peers.md] [--dry-run]
 """
 
@@ -65,7 +69,7 @@ from model import resnet  # noqa: E402
 from utils.export import to_program  # noqa: E402
 
 NETS = ['resnet20', 'resnet56', 'resnet18', 'mobilenet_v2']
-METHODS = ['baseline', 'hinge', 'hinge_paper', 'tp_magnitude', 'tp_groupnorm']
+METHODS = ['baseline', 'hinge', 'hinge_paper', 'tp_magnitude', 'tp_groupnorm', 'hinge_tp_flops']
 PAPER_PLAN = 'Hinge_ResNet_Basic_SVD'
 RATIO, PAPER_EPOCHS, TP_STEPS, DRY_TP_STEPS = 0.5, 300, 400, 20
 INPUT = (3, 32, 32)
@@ -227,14 +231,15 @@ def hinge_options(name: str, epochs: int) -> dict:
     return flags
 
 
-def run_hinge(net: nn.Module, name: str, ctx: dict, plan: str | None = None) -> tuple[nn.Module, dict]:
+def run_hinge(net: nn.Module, name: str, ctx: dict, plan: str | None = None,
+              ratio: float = RATIO) -> tuple[nn.Module, dict]:
     """Search (at most half the budget) until the would-be ratio is within stop_limit of the target, compress,
     fine-tune for the rest of the budget. `plan`: a hand-written plan's name (None: the automatic plan)."""
     epochs, example = ctx['opts'].epochs, ctx['example']
-    hinge = model_hinge.Hinge(net, example, plan=plan, ratio=RATIO, **hinge_options(name, epochs))
+    hinge = model_hinge.Hinge(net, example, plan=plan, ratio=ratio, **hinge_options(name, epochs))
     optimizer = sgd(hinge.param_groups(lr=0.1, lr_ratio=0.01), 0.1, 1e-4)
     searched, would_be = 0, hinge.ratio()
-    while searched < max(1, epochs // 2) and would_be - RATIO > hinge.config.stop_limit:
+    while searched < max(1, epochs // 2) and would_be - ratio > hinge.config.stop_limit:
         searched += 1
         train(net, ctx['train'], optimizer, 1, (), epochs + searched, step=hinge.step)
         would_be = hinge.ratio()
@@ -307,8 +312,13 @@ def run_hinge_paper(net: nn.Module, name: str, ctx: dict) -> tuple[nn.Module, di
     return run_hinge(net, name, ctx, PAPER_PLAN)
 
 
+def run_hinge_tp_flops(net: nn.Module, name: str, ctx: dict) -> tuple[nn.Module, dict]:
+    """run_hinge (automatic plan) to the FLOPs ratio tp_magnitude reached on this seed."""
+    return run_hinge(net, name, ctx, ratio=ctx['reached']['tp_magnitude'])
+
+
 RUNNERS = {'hinge': run_hinge, 'hinge_paper': run_hinge_paper, 'tp_magnitude': run_tp_magnitude,
-           'tp_groupnorm': run_tp_groupnorm}
+           'tp_groupnorm': run_tp_groupnorm, 'hinge_tp_flops': run_hinge_tp_flops}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -332,7 +342,7 @@ def interleaved_throughput(nets: dict[str, nn.Module], dry: bool) -> dict[str, d
         net = copy.deepcopy(net).cpu().eval()
         programs[name, 'eager'] = net
         programs[name, 'export'] = to_program(net, torch.randn(2, *INPUT)).module()
-    rounds, calls = (1, 2) if dry else (9, 10)
+    rounds, calls = (1, 2) if dry else (15, 10)
     rates = {name: {} for name in nets}
     with torch.inference_mode():
         for batch in (1, 64):
@@ -389,8 +399,11 @@ def compare_net(name: str, ctx: dict) -> list[dict]:
         ctx['train'], ctx['test'] = load_data(opts, seed, ctx['device'])
         ctx['test_images'] = ctx['test'].num_samples
         base, base_info = baseline(name, seed, ctx)
+        ctx['reached'] = {}  # FLOPs ratio per method on this seed
         for method in opts.methods:
             row = rows[method]
+            if method == 'hinge_tp_flops' and 'tp_magnitude' not in ctx['reached']:
+                row['note'] = row['note'] or f'tp_magnitude did not run on seed {seed}: no FLOPs ratio to match'
             if row['note']:
                 continue
             print(f'{name} seed {seed} {method} ...', end=' ', flush=True)
@@ -402,6 +415,7 @@ def compare_net(name: str, ctx: dict) -> list[dict]:
                 continue
             print(f'ratio {values["flops_ratio"]:.3f}, top-1 error {values["top1_err"]:.2f} %', flush=True)
             row['runs'].append(values)
+            ctx['reached'][method] = values['flops_ratio']
             timed.setdefault(method, net)
     for method, rates in interleaved_throughput(timed, opts.dry_run).items():
         rows[method]['throughput'] = rates
@@ -544,6 +558,7 @@ def torch_pruning_version(methods: list[str]) -> str:
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     opts = build_parser().parse_args(argv)
+    opts.methods = [m for m in METHODS if m in opts.methods]   # hinge_tp_flops after the tp_magnitude it matches
     for name in opts.nets:
         check_net(name)
     tp_version = torch_pruning_version(opts.methods)

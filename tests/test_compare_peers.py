@@ -26,7 +26,7 @@ def load_script(monkeypatch):
 
 
 def test_dry_run_reports_every_method_against_one_counter(tmp_path, shared, monkeypatch, capsys):
-    methods = ['baseline', 'hinge', 'hinge_paper', 'tp_magnitude', 'tp_groupnorm']
+    methods = ['baseline', 'hinge', 'hinge_paper', 'tp_magnitude', 'tp_groupnorm', 'hinge_tp_flops']
     if importlib.util.find_spec('torch_pruning') is None:
         methods = methods[:3]
     doc = ROOT / 'docs' / 'peers.md'
@@ -54,8 +54,11 @@ def test_dry_run_reports_every_method_against_one_counter(tmp_path, shared, monk
     for hinge in ('hinge', 'hinge_paper'):
         assert abs(rows[hinge]['runs'][0]['flops_ratio'] - 0.5) <= 0.05
         assert rows[hinge]['runs'][0]['search_epochs'] == 1
-    for method in methods[3:]:
+    for method in methods[3:5]:
         assert 0.3 < rows[method]['runs'][0]['flops_ratio'] <= 0.5
+    if 'hinge_tp_flops' in rows:                                 # Hinge at the ratio Torch-Pruning reached
+        reached = rows['tp_magnitude']['runs'][0]['flops_ratio']
+        assert abs(rows['hinge_tp_flops']['runs'][0]['flops_ratio'] - reached) <= 0.05
     assert (tmp_path / 'baselines' / 'resnet8_seed0_e2_b64_dry.pt').is_file()
     assert (doc.stat().st_mtime_ns if doc.exists() else None) == before     # the dry run writes no document
     assert '| resnet8 | hinge | 1 | ' in stdout
