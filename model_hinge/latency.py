@@ -123,16 +123,20 @@ def uses_channels_last(net: nn.Module) -> bool:
 class DeviceTimer:
     """Times convolutions and networks in inference mode at `batch` on `device`, in the given memory layout:
     median of `repeats` runs for a convolution, of 5 * repeats + 1 for a network (the few measurements every
-    prediction rests on)."""
+    prediction rests on). With `exported`, networks are timed as the torch.export programs a deployment runs
+    (their time relative to each other can differ from the eager modules', by 10 to 20 % on a CPU)."""
 
-    def __init__(self, batch: int, device: torch.device | str, channels_last: bool = False, repeats: int = 3):
+    def __init__(self, batch: int, device: torch.device | str, channels_last: bool = False, repeats: int = 3,
+                 exported: bool = False):
         self.batch, self.device, self.channels_last, self.repeats = batch, torch.device(device), channels_last, repeats
+        self.exported = exported
 
     def environment(self) -> str:
         name = torch.cuda.get_device_name(self.device) if self.device.type == 'cuda' else platform.processor()
         layout = 'channels-last' if self.channels_last else 'contiguous'
+        programs = ', networks as torch.export programs' if self.exported else ''
         return (f'{self.device.type} ({name or "cpu"}), torch {torch.__version__}, {torch.get_num_threads()} threads, '
-                f'{layout}, batch {self.batch}')
+                f'{layout}, batch {self.batch}{programs}')
 
     def conv(self, shape: ConvShape, out: int, inp: int) -> float:
         in_channels, out_channels, groups = shape.channels(out, inp)
@@ -141,14 +145,30 @@ class DeviceTimer:
         return self.run([layer], (in_channels, *shape.size), self.repeats)[0]
 
     def networks(self, nets: list[nn.Module], input_dim: tuple) -> list[float]:
-        return self.run([copy.deepcopy(net) for net in nets], input_dim, 5 * self.repeats + 1)
+        modules = [self.placed(copy.deepcopy(net)) for net in nets]
+        if self.exported:
+            x = self.batch_for(modules[0], input_dim)
+            modules = [torch.export.export(m, (x,), strict=False).module() for m in modules]
+        return self.timed(modules, input_dim, 5 * self.repeats + 1)
 
     def run(self, modules: list[nn.Module], input_dim: tuple, repeats: int) -> list[float]:
         """Median seconds of each module (changed: moved and put in eval mode) on one random batch."""
+        return self.timed([self.placed(m) for m in modules], input_dim, repeats)
+
+    def placed(self, module: nn.Module) -> nn.Module:
+        """The module on the timer's device, in its layout, in eval mode."""
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
-        dtype = next(modules[0].parameters(), torch.zeros(())).dtype
-        modules = [m.to(self.device, memory_format=layout).eval() for m in modules]
-        x = torch.randn(self.batch, *input_dim, device=self.device, dtype=dtype).contiguous(memory_format=layout)
+        return module.to(self.device, memory_format=layout).eval()
+
+    def batch_for(self, module: nn.Module, input_dim: tuple) -> torch.Tensor:
+        """A random batch of the module's dtype on the timer's device, in its layout."""
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        dtype = next(module.parameters(), torch.zeros(())).dtype
+        return torch.randn(self.batch, *input_dim, device=self.device, dtype=dtype).contiguous(memory_format=layout)
+
+    def timed(self, modules: list, input_dim: tuple, repeats: int) -> list[float]:
+        """Median seconds of each ready module on one random batch, in turn."""
+        x = self.batch_for(modules[0], input_dim)
         with torch.inference_mode():
             return median_seconds([lambda m=m: m(x) for m in modules], self.device, repeats)
 

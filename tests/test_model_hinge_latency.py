@@ -298,3 +298,19 @@ def test_auto_plan_prunes_free_convolutions_only_unless_asked_to_decompose_them_
         assert set(conv1) == directions
         merged = [i.merge for i in plan.insertions if i.conv == 'features.1.0.body.0']
         assert merged == [not decompose_free]
+
+
+def test_an_exporting_timer_times_programs_of_eval_copies_under_its_own_environment(monkeypatch):
+    modes = []
+    export = torch.export.export
+
+    def spy(module, args, **kwargs):
+        modes.append(module.training)
+        return export(module, args, **kwargs)
+
+    monkeypatch.setattr(torch.export, 'export', spy)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())      # in training mode
+    timer = latency.DeviceTimer(2, 'cpu', repeats=1, exported=True)
+    assert len(timer.networks([net, net], (3, 8, 8))) == 2
+    assert modes == [False, False] and net.training           # eval copies exported: batch statistics not baked in
+    assert timer.environment() != latency.DeviceTimer(2, 'cpu', repeats=1).environment()   # caches kept apart
