@@ -123,8 +123,7 @@ def uses_channels_last(net: nn.Module) -> bool:
 class DeviceTimer:
     """Times convolutions and networks in inference mode at `batch` on `device`, in the given memory layout:
     median of `repeats` runs for a convolution, of 5 * repeats + 1 for a network (the few measurements every
-    prediction rests on). With `exported`, networks are timed as the torch.export programs a deployment runs
-    (their time relative to each other can differ from the eager modules', by 10 to 20 % on a CPU)."""
+    prediction rests on). With `exported`, networks are timed as the torch.export programs a deployment runs."""
 
     def __init__(self, batch: int, device: torch.device | str, channels_last: bool = False, repeats: int = 3,
                  exported: bool = False):
