@@ -157,10 +157,18 @@ def merge_pair(pair: nn.Sequential) -> nn.Conv2d:
         bias = (bias if bias is not None else 0) + a @ conv.bias
     merged = nn.Conv2d(conv.in_channels, a.shape[0], conv.kernel_size, stride=conv.stride, padding=conv.padding,
                        dilation=conv.dilation, bias=bias is not None, padding_mode=conv.padding_mode)
-    merged.weight.data = weight.contiguous()
+    merged.weight.data = weight.clone(memory_format=layout_of(conv.weight))
     if bias is not None:
         merged.bias.data = bias
     return merged.to(conv.weight.device)
+
+
+def layout_of(weight: torch.Tensor) -> torch.memory_format:
+    """The memory format a convolution weight is held in: channels last when only its strides say so (a 1x1 weight
+    passes both tests, and the runtime picks the layout a convolution runs in from its weight's strides)."""
+    plain = weight.is_contiguous() and weight.stride() == torch.empty(weight.shape).stride()
+    return torch.channels_last if weight.is_contiguous(memory_format=torch.channels_last) and not plain \
+        else torch.contiguous_format
 
 
 def merge_insertion(net: nn.Module, insertion: Insertion) -> None:

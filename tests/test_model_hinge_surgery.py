@@ -102,6 +102,15 @@ def test_merge_pair_is_the_same_function():
     assert torch.allclose(merged(x), pair(x), atol=1e-5)
 
 
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
+def test_a_merged_pointwise_convolution_keeps_the_layout_of_its_convolution(layout):
+    # a 1x1 weight (out, in, 1, 1) can have the strides of either layout and still pass is_contiguous(); the
+    # runtime picks the convolution's layout from them, so a merged weight must have its convolution's strides
+    pair = nn.Sequential(nn.Conv2d(4, 6, 1, bias=False), nn.Conv2d(6, 5, 1, bias=False)).to(memory_format=layout)
+    merged = merge_pair(pair)
+    assert merged.weight.stride() == torch.empty(5, 4, 1, 1, memory_format=layout).stride()
+
+
 def test_grouped_convolution_attributes_follow_the_weights():
     conv = nn.Conv2d(8, 8, 3, groups=4, bias=False)
     conv.weight.data = conv.weight.data[:4]
