@@ -41,7 +41,7 @@ from model_hinge.core import HingeModel, restore
 from model_hinge.counting import symbolic_shape_of
 from model_hinge.errors import HingeError
 from model_hinge.plan import Insertion
-from model_hinge.surgery import compress
+from model_hinge.surgery import compress, layout_of
 
 GRID = tuple(i / 8 for i in range(1, 9))
 CACHE_FORMAT = 'hinge-latency/1'
@@ -116,7 +116,7 @@ def uses_channels_last(net: nn.Module) -> bool:
     """Whether the network's spatial convolutions hold channels-last weights (then it runs channels-last)."""
     for m in net.modules():
         if isinstance(m, nn.Conv2d) and m.weight.shape[-1] * m.weight.shape[-2] > 1:
-            return m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous()
+            return layout_of(m.weight) == torch.channels_last
     return False
 
 
@@ -129,6 +129,7 @@ class DeviceTimer:
                  exported: bool = False):
         self.batch, self.device, self.channels_last, self.repeats = batch, torch.device(device), channels_last, repeats
         self.exported = exported
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
 
     def environment(self) -> str:
         name = torch.cuda.get_device_name(self.device) if self.device.type == 'cuda' else platform.processor()
@@ -156,14 +157,13 @@ class DeviceTimer:
 
     def placed(self, module: nn.Module) -> nn.Module:
         """The module on the timer's device, in its layout, in eval mode."""
-        layout = torch.channels_last if self.channels_last else torch.contiguous_format
-        return module.to(self.device, memory_format=layout).eval()
+        return module.to(self.device, memory_format=self.layout).eval()
 
     def batch_for(self, module: nn.Module, input_dim: tuple) -> torch.Tensor:
         """A random batch of the module's dtype on the timer's device, in its layout."""
-        layout = torch.channels_last if self.channels_last else torch.contiguous_format
         dtype = next(module.parameters(), torch.zeros(())).dtype
-        return torch.randn(self.batch, *input_dim, device=self.device, dtype=dtype).contiguous(memory_format=layout)
+        x = torch.randn(self.batch, *input_dim, device=self.device, dtype=dtype)
+        return x.contiguous(memory_format=self.layout)
 
     def timed(self, modules: list, input_dim: tuple, repeats: int) -> list[float]:
         """Median seconds of each ready module on one random batch, in turn."""
@@ -333,10 +333,8 @@ class ConvStub(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.out is None or self.out.shape[0] != x.shape[0]:
-            layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not \
-                x.is_contiguous() else torch.contiguous_format
             self.out = torch.empty(x.shape[0], self.channels, *self.size, device=x.device, dtype=x.dtype,
-                                   memory_format=layout).zero_()
+                                   memory_format=layout_of(x)).zero_()
         return self.out
 
 

@@ -163,11 +163,12 @@ def merge_pair(pair: nn.Sequential) -> nn.Conv2d:
     return merged.to(conv.weight.device)
 
 
-def layout_of(weight: torch.Tensor) -> torch.memory_format:
-    """The memory format a convolution weight is held in: channels last when only its strides say so (a 1x1 weight
-    passes both tests, and the runtime picks the layout a convolution runs in from its weight's strides)."""
-    plain = weight.is_contiguous() and weight.stride() == torch.empty(weight.shape).stride()
-    return torch.channels_last if weight.is_contiguous(memory_format=torch.channels_last) and not plain \
+def layout_of(t: torch.Tensor) -> torch.memory_format:
+    """The memory format a 4-d tensor (a convolution weight, an activation) is held in: channels last when only its
+    strides say so (a 1x1 weight passes both contiguity tests, and the runtime picks the layout a convolution runs
+    in from its weight's strides)."""
+    plain = t.is_contiguous() and t.stride() == torch.empty(t.shape, device='meta').stride()
+    return torch.channels_last if t.is_contiguous(memory_format=torch.channels_last) and not plain \
         else torch.contiguous_format
 
 
