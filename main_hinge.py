@@ -36,7 +36,7 @@ from model_hinge.search import (
     initial_layer_weights,
     search_param_groups,
 )
-from model_hinge.surgery import OPTIONAL_KEYS, compress, load_state
+from model_hinge.surgery import OPTIONAL_KEYS, load_state
 from trainer import (
     FILES,
     History,
@@ -462,8 +462,7 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
         s.log.write(line)
     if args.load_original_param:
         reset_to_teacher(hm, teacher, args)
-    compress(hm.families, kept, hm.net, args.legacy_search)
-    hm.compressed()
+    hm.compress(kept, args.legacy_search)
     if controller.latency is not None and s.world.main:
         numbers, line = compressed_latency(args, controller.latency, hm, kept)
         s.history.results.update(numbers)

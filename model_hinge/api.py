@@ -23,7 +23,7 @@ from model_hinge.latency import LatencyModel, candidate_ratio, fold_pairs, laten
 from model_hinge.plan import Plan
 from model_hinge.registry import NAMES, adapter_for, is_hinge
 from model_hinge.search import SearchController, initial_layer_weights, search_param_groups
-from model_hinge.surgery import compress, load_state
+from model_hinge.surgery import load_state
 
 FORMAT = 'hinge-compressed/1'
 
@@ -157,9 +157,8 @@ class Hinge:
         kept = self.controller.kept(norms, self.threshold)
         counts = torch.tensor([len(kept[fam]) for fam in self.hm.families])
         self.sizes = [fam.size for fam in self.hm.families]
-        compress(self.hm.families, kept, self.model, self.config.legacy_search)
         self.kept = {index: kept[fam].tolist() for index, fam in enumerate(self.hm.families)}
-        self.hm.compressed()
+        self.hm.compress(kept, self.config.legacy_search)
         if self.plan.merges:
             self.hm.merge()
         if fold == 'cheaper' and self.latency is not None:

@@ -16,7 +16,7 @@ from model_hinge.errors import HingeError
 from model_hinge.groups import bind
 from model_hinge.init import factorize
 from model_hinge.plan import Insertion, Plan, split_path
-from model_hinge.surgery import merge_insertion, sync_module_attributes
+from model_hinge.surgery import compress, merge_insertion, sync_module_attributes
 
 
 class DReLU(nn.Module):
@@ -249,6 +249,11 @@ class HingeModel:
     def retrace(self) -> None:
         """Re-record the complexity model (after a structural change or a shape-adapting load)."""
         self.complexity = ComplexityModel.trace(self.net, self.input_dim)
+
+    def compress(self, kept: dict, legacy: bool = False) -> None:
+        """Remove every group not in `kept` (indices per family) from the network, then recount (compressed)."""
+        compress(self.families, kept, self.net, legacy)
+        self.compressed()
 
     def compressed(self) -> None:
         """After compression or a load of compressed tensors: recount, and keep only the families that follow

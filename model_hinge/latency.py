@@ -41,7 +41,7 @@ from model_hinge.core import HingeModel, restore
 from model_hinge.counting import symbolic_shape_of
 from model_hinge.errors import HingeError
 from model_hinge.plan import Insertion
-from model_hinge.surgery import compress, layout_of
+from model_hinge.surgery import layout_of
 
 GRID = tuple(i / 8 for i in range(1, 9))
 CACHE_FORMAT = 'hinge-latency/1'
@@ -509,9 +509,7 @@ def candidate_ratio(hm: HingeModel, model: LatencyModel, kept: dict, fold: bool)
     the baseline's time measured with it (timed in turn, afresh); `hm` is not changed."""
     counts = torch.tensor([len(kept[f]) for f in hm.families])
     candidate = copy.deepcopy(hm)
-    compress(candidate.families, {c: kept[f] for f, c in zip(hm.families, candidate.families, strict=True)},
-             candidate.net)
-    candidate.compressed()
+    candidate.compress({c: kept[f] for f, c in zip(hm.families, candidate.families, strict=True)})
     fold_pairs(candidate, model.folds_that_pay(counts) if fold else [])
     small, baseline = fresh_timer(model).networks([candidate.net, baseline_network(hm)], hm.input_dim)
     return small / baseline

@@ -245,8 +245,7 @@ def compressed_variants(model: str, flags: str, ratio: float) -> tuple[nn.Module
     norms = {f: n * float(torch.empty(1).uniform_(-1.5, 1.5, generator=generator).exp())
              for f, n in controller.family_norms().items()}
     threshold = controller.search_threshold(norms, ratio, _Quiet())
-    compress(hm.families, kept_groups(hm.families, norms, threshold, args.remain_percentage, False), hm.net)
-    hm.compressed()
+    hm.compress(kept_groups(hm.families, norms, threshold, args.remain_percentage, False))
     cheaper = copy.deepcopy(hm)
     hm.merge()
     extra = cheaper.merge_where_cheaper()
