@@ -288,8 +288,9 @@ class SearchController:
         `measure(kept)` times the network a threshold's kept groups give (a fraction of the baseline's time);
         while its mean misses the target by more than MEASURED_TOLERANCE of it, the prediction is aimed at target
         x predicted / measured (the model's error there taken out) and searched again; a threshold within the
-        tolerance is timed again before it is accepted (one timing can be lucky); MEASURED_TIMINGS at most. The
-        model interpolates between measured widths, the passes time the widths themselves."""
+        tolerance is timed again before it is accepted (one timing can be lucky); the passes end when the aim
+        returns to a threshold timed already, or after MEASURED_TIMINGS. The model interpolates between measured
+        widths, the passes time the widths themselves."""
         model, counter, candidates = self.latency_model(), self.survivors(norms), threshold_candidates(norms)
         timings: dict[float, list[float]] = {}
         for _ in range(MEASURED_TIMINGS):
@@ -300,9 +301,11 @@ class SearchController:
             if abs(measured - target) <= MEASURED_TOLERANCE * target:
                 if len(timings[threshold]) > 1:
                     break
-            else:
-                aim = predicted * target / measured
-                threshold = candidates[self._closest_prediction(model, counter, candidates, aim)[0]]
+                continue
+            aim = predicted * target / measured
+            threshold = candidates[self._closest_prediction(model, counter, candidates, aim)[0]]
+            if threshold in timings:
+                break
         means = {t: statistics.mean(times) for t, times in timings.items()}
         best = min(means, key=lambda t: abs(means[t] - target))
         log.write(f'Measured passes: threshold={best:2.8f}, mean measured latency ratio {means[best]:.4f} '

@@ -233,6 +233,25 @@ def test_a_measurement_within_the_tolerance_is_timed_again_before_it_is_accepted
     assert timed.count(counts(controller.kept(norms, chosen))) >= 2
 
 
+def test_passes_stop_when_the_aim_returns_to_a_network_already_timed():
+    """A target below what any threshold reaches: the first timing misses, the corrected aim picks the same (most
+    compressed) threshold again, and no timing is repeated on it."""
+    hm, _ = hinge_model('--model Hinge_ResNet_Basic_SVD --depth 8 --downsample_type A', init='p-identity')
+    model = Proportional(sum(f.size for f in hm.families))
+    controller = SearchController(hm, HingeConfig.create(target='latency', remain_percentage=0.1), None, model)
+    generator = torch.Generator().manual_seed(0)
+    norms = {f: torch.rand(f.size, generator=generator) for f in hm.families}
+    timed = []
+
+    def measure(kept: dict) -> float:
+        timed.append(kept)
+        return 1.25 * float(model.ratio(torch.tensor([len(kept[f]) for f in hm.families])))
+
+    first = controller.search_threshold(norms, 0.01, ConsoleLog())
+    assert controller.measured_threshold(norms, first, 0.01, measure, ConsoleLog()) == first
+    assert len(timed) == 1
+
+
 def test_a_latency_target_without_measured_times_is_refused_in_one_sentence():
     hm, _ = hinge_model('--model Hinge_ResNet_Basic_SVD --depth 8 --downsample_type A', init='p-identity')
     controller = SearchController(hm, HingeConfig.create(target='latency'), None)
