@@ -30,6 +30,7 @@ RANGES = {
     'annealing_t1': (0, None, False, False, ''), 'annealing_t2': (0, None, False, False, ''),
     'threshold': (0, None, False, False, ''), 'stop_limit': (0, None, False, False, ''),
     'latency_batch': (1, None, False, False, ' (the batch size the layers are timed at)'),
+    'channel_multiple': (1, None, False, False, ' (every cut layer keeps a multiple of it, or all its groups)'),
 }
 OPTIONAL = ('latency_batch',)  # None is allowed too: the API's default (the example's batch size)
 
@@ -48,6 +49,7 @@ class HingeConfig:
     p1_p2_same_ratio: bool = False
     lr_adjust_method: str = 'p1'
     remain_percentage: float = 0.2
+    channel_multiple: int = 1
     annealing_factor: float = 0.0
     annealing_t1: float = 10.0
     annealing_t2: float = 5.0
@@ -84,6 +86,8 @@ class HingeConfig:
             problem = None if value is None and name in OPTIONAL else out_of_range(name, value, *bounds)
             if problem:
                 raise HingeError(problem)
+        if self.channel_multiple != int(self.channel_multiple):
+            raise HingeError(f'channel_multiple {self.channel_multiple:g} must be a whole number of groups (e.g. 8).')
         if self.latency_cache is not None and not isinstance(self.latency_cache, (str, PathLike)):
             raise HingeError(f'latency_cache {self.latency_cache!r} must be a file path (str or os.PathLike) or None.')
 

@@ -10,14 +10,15 @@ import torch
 
 from model_hinge.complexity import ComplexityModel, Merges, Polynomial
 from model_hinge.groups import GroupFamily
-from model_hinge.surgery import select_kept
+from model_hinge.surgery import rounded_up, select_kept
 
 
 class SurvivorCounter:
     """How many groups of each family survive a threshold, for one set of group norms."""
 
-    def __init__(self, families: list[GroupFamily], norms: dict, percentage: float, same_ratio: bool):
-        self.families = families
+    def __init__(self, families: list[GroupFamily], norms: dict, percentage: float, same_ratio: bool,
+                 multiple: int = 1):
+        self.families, self.multiple = families, multiple
         self.norms = [norms[f].float() for f in families]
         self.sizes = torch.tensor([f.size for f in families])
         padded = torch.nn.utils.rnn.pad_sequence(self.norms, batch_first=True, padding_value=float('-inf'))
@@ -38,6 +39,7 @@ class SurvivorCounter:
         counts = above.sum(1)
         for row in self.degenerate.nonzero().view(-1).tolist():
             counts[row] = len(select_kept(self.norms[row], threshold, self.percentage))
+        counts = rounded_up(counts, self.sizes, self.multiple)
         pending = self.partner >= 0
         while bool(pending.any()):
             ready = pending & ~pending[self.partner.clamp(min=0)]
@@ -55,6 +57,7 @@ class SurvivorCounter:
         degenerate = (self.sorted[rows, 0] <= 0) | (kth <= 0)
         for row, fixed in zip(rows[degenerate].tolist(), k[degenerate].tolist(), strict=True):
             counts[row] = len(select_kept(self.norms[row], threshold, self.percentage, fixed))
+        counts[rows] = rounded_up(counts[rows], self.sizes[rows], self.multiple)
 
 
 class CostPolynomial:

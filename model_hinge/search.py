@@ -229,7 +229,8 @@ class SearchController:
 
     def survivors(self, norms: dict) -> SurvivorCounter:
         """Counts of surviving groups per family at any threshold, for these norms."""
-        return SurvivorCounter(self.hm.families, norms, self.config.remain_percentage, self.config.p1_p2_same_ratio)
+        return SurvivorCounter(self.hm.families, norms, self.config.remain_percentage, self.config.p1_p2_same_ratio,
+                               self.config.channel_multiple)
 
     def cost_polynomial(self) -> CostPolynomial:
         """FLOPs and params as polynomials of the removed groups, rebuilt when the network's structure changed."""
@@ -248,7 +249,7 @@ class SearchController:
     def kept(self, norms: dict, threshold: float) -> dict:
         """The surviving group indices of every family at `threshold`."""
         return kept_groups(self.hm.families, norms, threshold, self.config.remain_percentage,
-                           self.config.p1_p2_same_ratio)
+                           self.config.p1_p2_same_ratio, self.config.channel_multiple)
 
     def minimum_ratio(self) -> float:
         """The smallest FLOPs ratio compression can reach: every family keeps only --remain_percentage of its

@@ -41,13 +41,33 @@ def select_kept(norms: torch.Tensor, threshold: float, percentage: float, fixed:
 
 
 def kept_groups(families: list[GroupFamily], norms: dict, threshold: float, percentage: float,
-                same_ratio: bool) -> dict:
-    """The surviving groups of every family; a family with `same_as` keeps as many as its partner."""
+                same_ratio: bool, multiple: int = 1) -> dict:
+    """The surviving groups of every family; a family with `same_as` keeps as many as its partner; with
+    `multiple`, each family's survivors grow to a multiple of it (grown_to_multiple)."""
     kept = {}
     for fam in families:
         fixed = len(kept[fam.same_as]) if same_ratio and fam.same_as is not None else 0
-        kept[fam] = select_kept(norms[fam], threshold, percentage, fixed)
+        kept[fam] = grown_to_multiple(norms[fam], select_kept(norms[fam], threshold, percentage, fixed), multiple)
     return kept
+
+
+def rounded_up(counts: torch.Tensor, sizes: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Counts rounded up to the next multiple of `multiple`, at most the sizes."""
+    return counts if multiple == 1 else torch.minimum(sizes, (counts + multiple - 1) // multiple * multiple)
+
+
+def grown_to_multiple(norms: torch.Tensor, kept: torch.Tensor, multiple: int) -> torch.Tensor:
+    """`kept` (sorted indices) and the largest of the other groups, up to the next multiple of `multiple` or all
+    groups: channel counts that are multiples of the vector width run faster than their FLOPs say."""
+    size = torch.tensor(len(norms))
+    extra = int(rounded_up(torch.tensor(len(kept)), size, multiple)) - len(kept)
+    if extra == 0:
+        return kept
+    others = torch.ones(len(norms), dtype=torch.bool)
+    others[kept] = False
+    rest = others.nonzero().view(-1)
+    added = rest[norms.float()[rest].topk(extra).indices]
+    return torch.cat([kept, added]).sort().values
 
 
 def kept_positions(families: list[GroupFamily], kept: dict,

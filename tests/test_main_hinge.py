@@ -118,6 +118,7 @@ BAD_INPUTS = [
     (f'{H8} --lr_ratio 0', '--lr_ratio 0 must be greater than 0'),
     (f'{H8} --remain_percentage 0', '--remain_percentage 0 must be in (0, 1]'),
     (f'{H8} --prox_freq 0', '--prox_freq 0 must be at least 1'),
+    (f'{H8} --channel_multiple 0', '--channel_multiple 0 must be at least 1'),
     (f'{H8} --threshold -1', '--threshold -1 must be at least 0'),
     (f'{H8} --optimizer Adam', '--optimizer Adam cannot train a Hinge model'),
     (f'{H8} --distillation --teacher ""', '--distillation and --load_original_param need --teacher'),

@@ -135,6 +135,25 @@ def test_options_and_plans_are_checked_before_the_model_changes():
     assert list(model.state_dict()) == keys
 
 
+def test_channel_multiple_leaves_every_cut_convolution_a_multiple_of_it_wide():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10))
+    hinge = model_hinge.Hinge(model, torch.zeros(1, 3, 8, 8), ratio=0.4, channel_multiple=8)
+    hinge.compress()
+    widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert widths != [16, 24] and all(w % 8 == 0 for w in widths)
+    assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_channel_multiple_must_be_a_whole_number_of_at_least_one():
+    for value, sentence in ((0, 'channel_multiple 0 must be at least 1'),
+                            (2.5, 'channel_multiple 2.5 must be a whole number')):
+        with pytest.raises(ValueError, match=sentence):
+            model_hinge.HingeConfig.create(channel_multiple=value)
+
+
 def test_an_unattainable_ratio_compresses_to_the_closest_one_and_says_so():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(), nn.Conv2d(2, 2, 1))

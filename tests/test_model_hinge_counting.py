@@ -28,14 +28,14 @@ def awkward_norms(families, seed: int) -> dict:
     return norms
 
 
-@pytest.mark.parametrize('same_ratio', [False, True])
+@pytest.mark.parametrize('same_ratio,multiple', [(False, 1), (True, 1), (False, 4), (True, 3)])
 @pytest.mark.parametrize('name', ['Hinge_ResNet_Basic_SVD', 'Hinge_RESNET_BOTTLENECK', 'Hinge_DenseNet'])
-def test_survivor_counts_equal_select_kept_at_every_threshold(name, same_ratio):
+def test_survivor_counts_equal_select_kept_at_every_threshold(name, same_ratio, multiple):
     hm, args = hinge_model(SMALL[name])
     norms = awkward_norms(hm.families, 0)
-    counter = SurvivorCounter(hm.families, norms, 0.25, same_ratio)
+    counter = SurvivorCounter(hm.families, norms, 0.25, same_ratio, multiple)
     for threshold in (0.0, 1e-9, 0.1, 0.5, 0.5000001, 0.9, 1.0, float('inf')):
-        kept = kept_groups(hm.families, norms, threshold, 0.25, same_ratio)
+        kept = kept_groups(hm.families, norms, threshold, 0.25, same_ratio, multiple)
         assert counter.counts(threshold).tolist() == [len(kept[f]) for f in hm.families], threshold
 
 

@@ -10,7 +10,15 @@ from conftest import SMALL, hinge_model, make_args, reference_flops, zero_groups
 from model import build_baseline
 from model_hinge.errors import HingeError
 from model_hinge.groups import Cut, GroupFamily, Member
-from model_hinge.surgery import compress, kept_positions, load_state, merge_pair, select_kept, sync_module_attributes
+from model_hinge.surgery import (
+    compress,
+    kept_groups,
+    kept_positions,
+    load_state,
+    merge_pair,
+    select_kept,
+    sync_module_attributes,
+)
 
 
 def _t(*values):
@@ -22,6 +30,24 @@ def test_selection_keeps_norms_above_the_threshold_and_at_least_the_remain_perce
     assert select_kept(_t(0.5, 0.001, 0.2, 0.0, 0.003), 0.9, 0.4).tolist() == [0, 2]   # top-2 floor
     assert select_kept(_t(1.0, 1.0, 1.0, 0.1), 2.0, 0.5).tolist() == [0, 1, 2]         # ties with the 2nd largest
     assert select_kept(_t(0.3, 0.0, 0.2, 0.0), 0.0, 0.2).tolist() == [0, 2]            # threshold 0: nonzero only
+
+
+def test_a_channel_multiple_grows_each_family_to_a_multiple_with_its_largest_other_groups():
+    """Survivors rounded up to the next multiple (or the whole family): what the threshold keeps stays, and the
+    groups added are the largest of the others."""
+    hm, _ = hinge_model(SMALL['Hinge_ResNet_Basic_SVD'])
+    generator = torch.Generator().manual_seed(0)
+    norms = {f: torch.rand(f.size, generator=generator) for f in hm.families}
+    for threshold in (0.3, 0.6, 0.9):
+        plain = kept_groups(hm.families, norms, threshold, 0.1, False)
+        rounded = kept_groups(hm.families, norms, threshold, 0.1, False, 4)
+        for fam in hm.families:
+            n, kept = norms[fam], rounded[fam].tolist()
+            assert len(kept) == min(fam.size, -(-len(plain[fam]) // 4) * 4)
+            assert set(plain[fam].tolist()) <= set(kept) and kept == sorted(kept)
+            others = [i for i in range(fam.size) if i not in kept]
+            added = [i for i in kept if i not in plain[fam].tolist()]
+            assert not others or not added or min(n[added]) >= max(n[others])
 
 
 def test_selection_edge_cases():
