@@ -22,7 +22,9 @@ then each method starts from a copy of it and gets the same number of epochs (--
   progressive pruning stops at the first step below half, 0.47 on our ResNets): the two at equal FLOPs, for
   the question whether Hinge's network is as fast as Torch-Pruning's. Needs `tp_magnitude` in --methods.
 - `baseline`: the cached baseline itself.
-Every run's batch size is 64 (--batch-size), the paper's for ResNet-20/56.
+Every run's batch size is 64 (--batch-size), the paper's for ResNet-20/56. With --channel_multiple N the rows of
+the automatic plan (`hinge`, `hinge_tp_flops`) keep channel counts that are multiples of N (model_hinge's
+channel_multiple; the report says so in its scope line).
 
 Every FLOPs and parameter count, including the stopping test of the progressive pruning, is model_hinge.count.
 Torch-Pruning does not see the zero-padding shortcut of option A (its width follows the input's), so on our
@@ -34,7 +36,7 @@ Torch-Pruning is optional (requirements-bench.txt).
 
     python scripts/compare_peers.py [--nets resnet20 resnet56 resnet18 mobilenet_v2] [--seeds 0 1 2] [--epochs 3]
         [--methods baseline hinge hinge_paper tp_magnitude tp_groupnorm hinge_tp_flops] [--device cpu|cuda]
-        [--threads N]
+        [--threads N] [--channel_multiple N]
         [--out runs/peers] [--doc docs/peers.md] [--dry-run]
 """
 
@@ -236,7 +238,8 @@ def run_hinge(net: nn.Module, name: str, ctx: dict, plan: str | None = None,
     """Search (at most half the budget) until the would-be ratio is within stop_limit of the target, compress,
     fine-tune for the rest of the budget. `plan`: a hand-written plan's name (None: the automatic plan)."""
     epochs, example = ctx['opts'].epochs, ctx['example']
-    hinge = model_hinge.Hinge(net, example, plan=plan, ratio=ratio, **hinge_options(name, epochs))
+    multiple = {} if plan else {'channel_multiple': ctx['opts'].channel_multiple}
+    hinge = model_hinge.Hinge(net, example, plan=plan, ratio=ratio, **hinge_options(name, epochs), **multiple)
     optimizer = sgd(hinge.param_groups(lr=0.1, lr_ratio=0.01), 0.1, 1e-4)
     searched, would_be = 0, hinge.ratio()
     while searched < max(1, epochs // 2) and would_be - ratio > hinge.config.stop_limit:
@@ -518,6 +521,9 @@ def scope(opts: argparse.Namespace) -> str:
                                             ('methods', opts.methods, METHODS)) if set(default) - set(given)]
     if opts.epochs != DEFAULT_EPOCHS:
         missing.append(f'the default budget ({DEFAULT_EPOCHS} epochs; this run {opts.epochs})')
+    if opts.channel_multiple != 1:
+        missing.append(f"the paper's channel counts (the automatic-plan rows keep multiples of "
+                       f'{opts.channel_multiple})')
     return ('Reduced run, without ' + '; '.join(missing) + '.') if missing else 'The default run.'
 
 
@@ -530,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f'budget per method and per baseline (default {DEFAULT_EPOCHS}: the default run in '
                              f'about an hour on 2 idle cores; the dry run: {DRY["epochs"]}, one per stage)')
     parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--channel_multiple', type=int, default=1,
+                        help='the automatic-plan Hinge rows (hinge, hinge_tp_flops) keep channel counts that are '
+                             'multiples of this (model_hinge: channel_multiple; default 1, the paper\'s rule)')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--threads', type=int, default=None,
                         help="torch CPU threads (default: torch's, one for the dry run, which must bear a busy CPU)")
@@ -561,6 +570,8 @@ def main(argv: list[str] | None = None) -> dict:
     opts.methods = [m for m in METHODS if m in opts.methods]   # hinge_tp_flops after the tp_magnitude it matches
     for name in opts.nets:
         check_net(name)
+    if opts.channel_multiple < 1:
+        refuse(f'--channel_multiple {opts.channel_multiple} must be at least 1 (1 keeps any channel count).')
     tp_version = torch_pruning_version(opts.methods)
     opts.epochs = opts.epochs or (DRY['epochs'] if opts.dry_run else DEFAULT_EPOCHS)
     opts.seeds = opts.seeds or ([0] if opts.dry_run else [0, 1, 2])

@@ -1,6 +1,7 @@
 """scripts/compare_peers.py: the dry run on a ResNet-8 and its rows, a failing method as a row note, and the
 refusal when Torch-Pruning is missing."""
 
+import argparse
 import importlib.util
 import json
 import os
@@ -95,4 +96,32 @@ def test_missing_torch_pruning_is_refused_in_one_sentence(tmp_path):
     assert done.stderr.strip().splitlines() == ['compare_peers: Torch-Pruning is not installed; pip install -r '
                                                 'requirements-bench.txt, or leave its methods out with --methods '
                                                 'baseline hinge.']
+    assert not (tmp_path / 'out').exists()
+
+
+def test_channel_multiple_reaches_the_automatic_plan_rows_only(monkeypatch):
+    script = load_script(monkeypatch)
+    seen = []
+
+    class Spy:
+        def __init__(self, net, example, plan=None, **options):
+            seen.append((plan, options.get('channel_multiple')))
+            raise RuntimeError('recorded')
+
+    monkeypatch.setattr(script.model_hinge, 'Hinge', Spy)
+    ctx = {'opts': argparse.Namespace(epochs=2, channel_multiple=8), 'example': torch.zeros(1, 3, 32, 32),
+           'reached': {'tp_magnitude': 0.47}}
+    for method in ('hinge', 'hinge_paper', 'hinge_tp_flops'):
+        with pytest.raises(RuntimeError, match='recorded'):
+            script.RUNNERS[method](None, 'resnet20', ctx)
+    assert seen == [(None, 8), ('Hinge_ResNet_Basic_SVD', None), (None, 8)]
+
+
+def test_a_channel_multiple_below_one_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    script = load_script(monkeypatch)
+    with pytest.raises(SystemExit) as stop:
+        script.main(['--dry-run', '--channel_multiple', '0', '--out', str(tmp_path / 'out')])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == ('compare_peers: --channel_multiple 0 must be at least 1 (1 keeps any '
+                                               'channel count).')
     assert not (tmp_path / 'out').exists()
