@@ -462,7 +462,8 @@ def report(result: dict) -> str:
              f'- Command: `{result["command"]}`', f'- Date: {result["date"]}; total run time '
              f'{result["seconds"] / 60:.0f} min', f'- Machine: {result["machine"]}',
              f'- Load average (1/5/15 min) before: {loads(result["load_before"])}; after: '
-             f'{loads(result["load_after"])}. {load_verdict(result)}',
+             f'{loads(result["load_after"])}; cores busy with other processes at the start: {busy_text(result)}. '
+             f'{load_verdict(result)}',
              f'- Budget: every baseline {result["epochs"]} epochs; every method {result["epochs"]} more epochs from '
              f'that baseline, target {RATIO} of the FLOPs; batch {result["batch_size"]}; seeds {result["seeds"]}',
              f'- Torch-Pruning {result["torch_pruning"]}', f'- {result["scope"]}', '',
@@ -483,16 +484,45 @@ def report(result: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def busy_text(result: dict) -> str:
+    """The cores other processes kept busy at the start, as text."""
+    busy = result.get('busy_before')
+    return 'not measured (no /proc/stat)' if busy is None else f'{busy:.2f} of {result["cpus"]}'
+
+
 def loads(values: list[float]) -> str:
     """Load averages as text."""
     return ', '.join(f'{v:.2f}' for v in values)
 
 
+def cpu_jiffies() -> list[int]:
+    """The machine's CPU time counters (user, nice, system, idle, iowait, ...) from /proc/stat."""
+    with open('/proc/stat') as stat:
+        return [int(v) for v in stat.readline().split()[1:]]
+
+
+def busy_cores(cpus: int, seconds: float = 2.0) -> float | None:
+    """How many cores other processes keep busy, measured over `seconds` while this one sleeps (None without
+    /proc/stat): unlike the load average it does not remember a job that just ended."""
+    try:
+        first = cpu_jiffies()
+        time.sleep(seconds)
+        second = cpu_jiffies()
+    except OSError:
+        return None
+    delta = [b - a for a, b in zip(first, second, strict=True)]
+    idle, total = sum(delta[3:5]), sum(delta)
+    return cpus * (1 - idle / total) if total > 0 else 0.0
+
+
 def load_verdict(result: dict) -> str:
-    """Whether other jobs shared the CPU (1-minute load above half the cores before, or above that plus this run's
-    threads after): then the wall times and throughputs are provisional."""
+    """Whether other jobs shared the CPU (more than half a core busy when the run started, by /proc/stat, else
+    a 1-minute load above half the cores; or a load above that plus this run's threads after): then the wall
+    times and throughputs are provisional."""
     cores, threads = result['cpus'], result['threads']
-    if result['load_before'][0] > cores / 2 or result['load_after'][0] > cores / 2 + threads:
+    busy = result.get('busy_before')
+    before = busy > 0.5 if busy is not None else result['load_before'][0] > cores / 2
+    if before or result['load_after'][0] > cores / 2 + threads:
         return ('**Provisional timings**: other jobs were running on the CPU, so the wall times and throughputs '
                 'are disturbed (rows with the same architecture can differ); the ratios and errors are not.')
     return 'The machine was otherwise idle.'
@@ -580,10 +610,12 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(opts.device)
     ctx = {'opts': opts, 'device': device, 'example': torch.randn(1, *INPUT, device=device),
            'tp_steps': DRY_TP_STEPS if opts.dry_run else TP_STEPS}
+    busy = busy_cores(os.cpu_count())
     start, load_before = time.perf_counter(), os.getloadavg()
     result = {'command': shlex.join(['python', 'scripts/compare_peers.py', *argv]), 'scope': scope(opts),
               'date': datetime.datetime.now().strftime('%Y-%m-%d %H:%M'), 'machine': machine(opts, device),
               'load_before': [round(v, 2) for v in load_before], 'cpus': os.cpu_count(), 'threads': opts.threads,
+              'busy_before': None if busy is None else round(busy, 2),
               'epochs': opts.epochs,
               'batch_size': opts.batch_size, 'seeds': opts.seeds, 'torch_pruning': tp_version, 'rows': []}
     out = Path(opts.out)

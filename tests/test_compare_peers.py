@@ -125,3 +125,18 @@ def test_a_channel_multiple_below_one_is_refused_before_anything_is_written(tmp_
     assert capsys.readouterr().err.strip() == ('compare_peers: --channel_multiple 0 must be at least 1 (1 keeps any '
                                                'channel count).')
     assert not (tmp_path / 'out').exists()
+
+
+def test_the_load_verdict_reads_what_other_processes_use_at_the_start_not_the_lagging_average(monkeypatch):
+    """A job that ended a minute before leaves the 1-minute load average high; the CPU time other processes use
+    when the comparison starts is what says whether they share the machine."""
+    script = load_script(monkeypatch)
+    ended = {'cpus': 2, 'threads': 2, 'load_before': [1.2, 1.5, 1.5], 'busy_before': 0.05,
+             'load_after': [1.9, 1.9, 1.9]}
+    assert script.load_verdict(ended) == 'The machine was otherwise idle.'
+    running = dict(ended, busy_before=1.1)
+    assert script.load_verdict(running).startswith('**Provisional timings**')
+    busy = iter([[100, 0, 100, 800], [150, 0, 150, 900]])   # user, nice, system, idle jiffies: 100 of 200 busy
+    monkeypatch.setattr(script, 'cpu_jiffies', lambda: next(busy))
+    monkeypatch.setattr(script.time, 'sleep', lambda seconds: None)
+    assert script.busy_cores(2) == 1.0
