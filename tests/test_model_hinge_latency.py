@@ -179,20 +179,31 @@ class Proportional:
         return counts.double().sum(-1) / self.total
 
 
-def test_measured_passes_take_the_models_error_out():
-    """The compressed network runs 1.25x slower than predicted: the passes aim the prediction at target / 1.25, so
-    the chosen threshold's measured ratio is the closest to the target any threshold gives (the prediction alone
-    lands at 1.25 x the target), with at most three timings (the last confirms the second)."""
+def proportional_search() -> tuple:
+    """ResNet-8 (decomposed) with random group norms, a Proportional latency model and a latency-target
+    controller on them."""
     hm, _ = hinge_model('--model Hinge_ResNet_Basic_SVD --depth 8 --downsample_type A', init='p-identity')
     model = Proportional(sum(f.size for f in hm.families))
     controller = SearchController(hm, HingeConfig.create(target='latency', remain_percentage=0.1), None, model)
     generator = torch.Generator().manual_seed(0)
-    norms = {f: torch.rand(f.size, generator=generator) for f in hm.families}
-    timed = []
+    return hm, model, controller, {f: torch.rand(f.size, generator=generator) for f in hm.families}
 
+
+def slower_than_predicted(hm, model: Proportional, timed: list):
+    """A measure that records the kept groups it times and finds every network 1.25x slower than predicted."""
     def measure(kept: dict) -> float:
         timed.append(kept)
         return 1.25 * float(model.ratio(torch.tensor([len(kept[f]) for f in hm.families])))
+    return measure
+
+
+def test_measured_passes_take_the_models_error_out():
+    """The compressed network runs 1.25x slower than predicted: the passes aim the prediction at target / 1.25, so
+    the chosen threshold's measured ratio is the closest to the target any threshold gives (the prediction alone
+    lands at 1.25 x the target), with at most three timings (the last confirms the second)."""
+    hm, model, controller, norms = proportional_search()
+    timed = []
+    measure = slower_than_predicted(hm, model, timed)
 
     first = controller.search_threshold(norms, 0.6, ConsoleLog())
     assert measure(controller.kept(norms, first)) == pytest.approx(0.75, abs=0.03)
@@ -208,11 +219,7 @@ def test_a_measurement_within_the_tolerance_is_timed_again_before_it_is_accepted
     """The first timing of the predicted threshold is a lucky one (exactly the target; the network really runs at
     1.25 x its prediction): timed again, its mean misses, so the passes go on and choose the threshold whose real
     ratio is the closest to the target, every accepted threshold timed at least twice."""
-    hm, _ = hinge_model('--model Hinge_ResNet_Basic_SVD --depth 8 --downsample_type A', init='p-identity')
-    model = Proportional(sum(f.size for f in hm.families))
-    controller = SearchController(hm, HingeConfig.create(target='latency', remain_percentage=0.1), None, model)
-    generator = torch.Generator().manual_seed(0)
-    norms = {f: torch.rand(f.size, generator=generator) for f in hm.families}
+    hm, model, controller, norms = proportional_search()
     counter = controller.survivors(norms)
     first = controller.search_threshold(norms, 0.6, ConsoleLog())
     timed = []
@@ -236,16 +243,9 @@ def test_a_measurement_within_the_tolerance_is_timed_again_before_it_is_accepted
 def test_passes_stop_when_the_aim_returns_to_a_network_already_timed():
     """A target below what any threshold reaches: the first timing misses, the corrected aim picks the same (most
     compressed) threshold again, and no timing is repeated on it."""
-    hm, _ = hinge_model('--model Hinge_ResNet_Basic_SVD --depth 8 --downsample_type A', init='p-identity')
-    model = Proportional(sum(f.size for f in hm.families))
-    controller = SearchController(hm, HingeConfig.create(target='latency', remain_percentage=0.1), None, model)
-    generator = torch.Generator().manual_seed(0)
-    norms = {f: torch.rand(f.size, generator=generator) for f in hm.families}
+    hm, model, controller, norms = proportional_search()
     timed = []
-
-    def measure(kept: dict) -> float:
-        timed.append(kept)
-        return 1.25 * float(model.ratio(torch.tensor([len(kept[f]) for f in hm.families])))
+    measure = slower_than_predicted(hm, model, timed)
 
     first = controller.search_threshold(norms, 0.01, ConsoleLog())
     assert controller.measured_threshold(norms, first, 0.01, measure, ConsoleLog()) == first
