@@ -86,8 +86,9 @@ class HingeConfig:
             problem = None if value is None and name in OPTIONAL else out_of_range(name, value, *bounds)
             if problem:
                 raise HingeError(problem)
-        if self.channel_multiple != int(self.channel_multiple):
-            raise HingeError(f'channel_multiple {self.channel_multiple:g} must be a whole number of groups (e.g. 8).')
+        if not isinstance(self.channel_multiple, int) or isinstance(self.channel_multiple, bool):
+            raise HingeError(f'channel_multiple {self.channel_multiple!r} must be a whole number of groups, an int '
+                             '(e.g. 8).')
         if self.latency_cache is not None and not isinstance(self.latency_cache, (str, PathLike)):
             raise HingeError(f'latency_cache {self.latency_cache!r} must be a file path (str or os.PathLike) or None.')
 
