@@ -93,10 +93,12 @@ class Timer(Protocol):
 
     def networks(self, nets: list[nn.Module], input_dim: tuple) -> list[float]: ...
 
+    def relative(self, nets: list[nn.Module], input_dim: tuple) -> list[float]: ...
 
-def median_seconds(runs: list, device: torch.device, repeats: int) -> list[float]:
-    """Median wall time of each callable over `repeats` rounds that call them in turn, after one warm-up call
-    each (synchronising a GPU)."""
+
+def round_seconds(runs: list, device: torch.device, repeats: int) -> list[list[float]]:
+    """Wall time of each callable in each of `repeats` rounds that call them in turn, after one warm-up call each
+    (synchronising a GPU)."""
     for run in runs:
         run()
     times: list[list[float]] = [[] for _ in runs]
@@ -109,7 +111,19 @@ def median_seconds(runs: list, device: torch.device, repeats: int) -> list[float
             if device.type == 'cuda':
                 torch.cuda.synchronize(device)
             spent.append(time.perf_counter() - start)
-    return [statistics.median(spent) for spent in times]
+    return times
+
+
+def median_seconds(runs: list, device: torch.device, repeats: int) -> list[float]:
+    """Median wall time of each callable over `repeats` rounds that call them in turn."""
+    return [statistics.median(spent) for spent in round_seconds(runs, device, repeats)]
+
+
+def paired_ratios(times: list[list[float]]) -> list[float]:
+    """Each callable's time as a fraction of the first's, from round_seconds: the median over the rounds of the
+    fraction within a round. A slow or fast spell of a shared machine that spans a round cancels out; in the
+    ratio of two medians it does not."""
+    return [statistics.median(t / r for t, r in zip(spent, times[0], strict=True)) for spent in times]
 
 
 def uses_channels_last(net: nn.Module) -> bool:
@@ -145,15 +159,27 @@ class DeviceTimer:
         return self.run([layer], (in_channels, *shape.size), self.repeats)[0]
 
     def networks(self, nets: list[nn.Module], input_dim: tuple) -> list[float]:
+        return [statistics.median(spent) for spent in self.network_rounds(nets, input_dim)]
+
+    def relative(self, nets: list[nn.Module], input_dim: tuple) -> list[float]:
+        """Each network's time as a fraction of the first's, paired round by round (paired_ratios)."""
+        return paired_ratios(self.network_rounds(nets, input_dim))
+
+    def network_rounds(self, nets: list[nn.Module], input_dim: tuple) -> list[list[float]]:
+        """Seconds of each network (a placed copy, or its program) in each of 5 * repeats + 1 rounds."""
         modules = [self.placed(copy.deepcopy(net)) for net in nets]
+        x = self.batch_for(modules[0], input_dim)
         if self.exported:
-            x = self.batch_for(modules[0], input_dim)
             modules = [torch.export.export(m, (x,), strict=False).module() for m in modules]
-        return self.timed(modules, input_dim, 5 * self.repeats + 1)
+        with torch.inference_mode():
+            return round_seconds([lambda m=m: m(x) for m in modules], self.device, 5 * self.repeats + 1)
 
     def run(self, modules: list[nn.Module], input_dim: tuple, repeats: int) -> list[float]:
         """Median seconds of each module (changed: moved and put in eval mode) on one random batch."""
-        return self.timed([self.placed(m) for m in modules], input_dim, repeats)
+        placed = [self.placed(m) for m in modules]
+        x = self.batch_for(placed[0], input_dim)
+        with torch.inference_mode():
+            return median_seconds([lambda m=m: m(x) for m in placed], self.device, repeats)
 
     def placed(self, module: nn.Module) -> nn.Module:
         """The module on the timer's device, in its layout, in eval mode."""
@@ -164,12 +190,6 @@ class DeviceTimer:
         dtype = next(module.parameters(), torch.zeros(())).dtype
         x = torch.randn(self.batch, *input_dim, device=self.device, dtype=dtype)
         return x.contiguous(memory_format=self.layout)
-
-    def timed(self, modules: list, input_dim: tuple, repeats: int) -> list[float]:
-        """Median seconds of each ready module on one random batch, in turn."""
-        x = self.batch_for(modules[0], input_dim)
-        with torch.inference_mode():
-            return median_seconds([lambda m=m: m(x) for m in modules], self.device, repeats)
 
 
 def network_key(net: nn.Module, input_dim: tuple) -> str:
@@ -200,6 +220,10 @@ class CachedTimer:
             self._measured(lambda: self.timer.networks([nets[i] for i in missing], input_dim),
                            [keys[i] for i in missing])
         return [self.entries[key] for key in keys]
+
+    def relative(self, nets: list[nn.Module], input_dim: tuple) -> list[float]:
+        """Timed afresh, never cached: a ratio is wanted of the networks as they are now."""
+        return self.timer.relative(nets, input_dim)
 
     def _get(self, key: str, measure) -> float:
         if key not in self.entries:
@@ -506,13 +530,12 @@ def fresh_timer(model: LatencyModel) -> Timer:
 def candidate_ratio(hm: HingeModel, model: LatencyModel, kept: dict, fold: bool) -> float:
     """The measured time of the deployable network that compressing `hm` to `kept` (groups per family) gives, its
     pairs folded as compression folds them (with `fold`, those the model finds faster folded), as a fraction of
-    the baseline's time measured with it (timed in turn, afresh); `hm` is not changed."""
+    the baseline's time measured with it (timed afresh, in turn, paired round by round); `hm` is not changed."""
     counts = torch.tensor([len(kept[f]) for f in hm.families])
     candidate = copy.deepcopy(hm)
     candidate.compress({c: kept[f] for f, c in zip(hm.families, candidate.families, strict=True)})
     fold_pairs(candidate, model.folds_that_pay(counts) if fold else [])
-    small, baseline = fresh_timer(model).networks([candidate.net, baseline_network(hm)], hm.input_dim)
-    return small / baseline
+    return fresh_timer(model).relative([baseline_network(hm), candidate.net], hm.input_dim)[1]
 
 
 def latency_report(model: LatencyModel, counts: torch.Tensor, fold: bool, net: nn.Module, input_dim: tuple) -> dict:

@@ -7,11 +7,12 @@ resnet18 and mobilenet_v2 (num_classes 10, 32x32) with the automatic plan, from 
 per-layer norm scales as in the latency section, it compresses once with target 'flops' and once with target
 'latency' at the same ratio (the latency model's search, then its measured passes: model_hinge.search), folds
 the pairs that do not pay (by FLOPs, or by the latency model), exports
-baseline and compressed network with torch.export, and times both programs at the latency batch (alternating,
-median of the repeats). The latency model is built in the same process, on the same device and threads, in the
+baseline and compressed network with torch.export, and times both programs at the latency batch (in turn, for
+--repeat rounds). The latency model is built in the same process, on the same device and threads, in the
 layout the exported programs run (contiguous), and times networks (its remainder, the measured passes) as
-torch.export programs too. A row meets the issue's target when the measured time of the
-compressed program is within 10 % of ratio x the baseline program's.
+torch.export programs too. The measured ratio is paired: the median over the rounds of the compressed program's
+time over the baseline program's in the same round (latency.paired_ratios). A row meets the issue's target when
+that ratio is within 10 % of the target ratio.
 """
 
 import argparse
@@ -30,7 +31,15 @@ from model import AUTO, build_baseline
 from model_hinge import adapter_for, auto_plan
 from model_hinge.complexity import ComplexityModel
 from model_hinge.core import HingeModel
-from model_hinge.latency import CachedTimer, DeviceTimer, LatencyModel, candidate_ratio, fold_pairs
+from model_hinge.latency import (
+    CachedTimer,
+    DeviceTimer,
+    LatencyModel,
+    candidate_ratio,
+    fold_pairs,
+    paired_ratios,
+    round_seconds,
+)
 from model_hinge.search import SearchController
 from utils.export import FILES, export_network, load_runner
 from utils.rundir import ConsoleLog
@@ -117,24 +126,15 @@ def programs(nets: list[nn.Module], folder: Path, device: torch.device) -> list:
     return runs
 
 
-def alternating_seconds(runs: list, device: torch.device, batch: int, repeat: int) -> list[float]:
-    """Median seconds per batch of each callable, timed in turn (so that load changes hit all alike)."""
+def alternating_rounds(runs: list, device: torch.device, batch: int, repeat: int) -> list[list[float]]:
+    """Seconds per batch of each callable in every round, timed in turn (latency.round_seconds), after two more
+    warm-up calls each."""
     x = torch.randn(batch, *INPUT, device=device)
-    times: list[list[float]] = [[] for _ in runs]
     with torch.inference_mode():
         for run in runs:
-            for _ in range(3):
-                run(x)
-        for _ in range(repeat):
-            for run, seconds in zip(runs, times, strict=True):
-                if device.type == 'cuda':
-                    torch.cuda.synchronize(device)
-                start = time.perf_counter()
-                run(x)
-                if device.type == 'cuda':
-                    torch.cuda.synchronize(device)
-                seconds.append(time.perf_counter() - start)
-    return [statistics.median(s) for s in times]
+            run(x)
+            run(x)
+        return round_seconds([lambda r=r: r(x) for r in runs], device, repeat)
 
 
 def row(model: str, depth: int, target: str, opts: argparse.Namespace, device: torch.device) -> list[str]:
@@ -142,9 +142,10 @@ def row(model: str, depth: int, target: str, opts: argparse.Namespace, device: t
     baseline, small, numbers = compressed(model, depth, target, opts, device)
     flops = ComplexityModel.trace(small, INPUT).flops() / ComplexityModel.trace(baseline, INPUT).flops()
     with tempfile.TemporaryDirectory() as tmp:
-        base_s, small_s = alternating_seconds(programs([baseline, small], Path(tmp), device), device,
-                                              opts.latency_batch, opts.repeat)
-    measured = small_s / base_s
+        rounds = alternating_rounds(programs([baseline, small], Path(tmp), device), device, opts.latency_batch,
+                                    opts.repeat)
+    base_s, small_s = (statistics.median(seconds) for seconds in rounds)
+    measured = paired_ratios(rounds)[1]
     within = abs(measured / opts.ratio - 1) <= TOLERANCE
     latency = target == 'latency'
     cells = [f'{depth} (automatic plan)' if model == AUTO else f'{model} (ResNet-{depth})', target, f'{flops:.3f}',
@@ -172,11 +173,12 @@ def target_section(opts: argparse.Namespace, device: torch.device, machine: str)
             'FLOPs (target flops: the threshold search counts FLOPs, the pairs that cost fewer FLOPs folded are '
             'folded) or of its latency (target latency: the latency model of model_hinge/latency.py, built here, '
             'the pairs it finds faster folded are folded); baseline and compressed network are exported with '
-            f'torch.export and timed at batch {opts.latency_batch}, alternating, median of {opts.repeat}. '
+            f'torch.export and timed at batch {opts.latency_batch}, in turn, median of {opts.repeat} rounds; the '
+            'measured ratio is the median over the rounds of the ratio within a round. '
             f'"Within 10 %": the compressed program took {opts.ratio} x the baseline program\'s time, +-10 %. '
             '"Minimum": the smallest latency ratio the plan can reach (every layer at --remain_percentage). '
             '"Search timed": the measured passes\' timings of the chosen network (model_hinge.search: its ratio to '
-            'the baseline, both exported in memory and timed in turn, median of 16). '
+            'the baseline, both exported in memory and timed in turn, paired as here, 16 rounds). '
             '"Prediction error": the model\'s time for the compressed network against the measured program time. '
             '"Model": seconds to build the latency model (its timings).', '',
             '| network | target | FLOPs ratio | minimum (model) | predicted ratio | search timed | baseline ms | '

@@ -44,6 +44,10 @@ class FakeTimer:
     def networks(self, nets: list[nn.Module], input_dim: tuple) -> list[float]:
         return [self.network(net, input_dim) for net in nets]
 
+    def relative(self, nets: list[nn.Module], input_dim: tuple) -> list[float]:
+        seconds = self.networks(nets, input_dim)
+        return [s / seconds[0] for s in seconds]
+
     def network(self, net: nn.Module, input_dim: tuple) -> float:
         self.calls += 1
         sizes = conv_sizes(net, input_dim)
@@ -362,3 +366,28 @@ def test_an_exporting_timer_times_programs_of_eval_copies_under_its_own_environm
     assert len(timer.networks([net, net], (3, 8, 8))) == 2
     assert modes == [False, False] and net.training           # eval copies exported: batch statistics not baked in
     assert timer.environment() != latency.DeviceTimer(2, 'cpu', repeats=1).environment()   # caches kept apart
+
+
+def test_a_paired_ratio_is_immune_to_a_load_that_changes_between_rounds(monkeypatch):
+    """Two networks whose true times are 2:1 on a shared machine: its speed changes from round to round, and in
+    two rounds a short spell slows one network's call 4x (the small one's in round 2, the big one's in round 1).
+    The clock advances by cost x slowdown. The median of the ratios within a round is exactly 1/2; the ratio of
+    the two medians is 1.04 (the check that this load pattern bites)."""
+    drift = [1.0, 3.0, 1.2, 2.5, 1.1]
+    spells = {(1, 0): 4.0, (2, 1): 4.0}                                   # (round, network): extra slowdown
+    clock, calls = [0.0], [0]
+
+    def network(index: int, cost: float):
+        def run():
+            timed = calls[0] - 2                                           # two warm-up calls, then two per round
+            if timed >= 0:
+                clock[0] += cost * drift[timed // 2] * spells.get((timed // 2, index), 1.0)
+            calls[0] += 1
+        return run
+
+    monkeypatch.setattr(latency.time, 'perf_counter', lambda: clock[0])
+    times = latency.round_seconds([network(0, 2.0), network(1, 1.0)], torch.device('cpu'), len(drift))
+    assert latency.paired_ratios(times) == [1.0, 0.5]
+    calls[0] = 0
+    big, small = latency.median_seconds([network(0, 2.0), network(1, 1.0)], torch.device('cpu'), len(drift))
+    assert small / big == pytest.approx(1.0417, abs=1e-4)
