@@ -68,12 +68,14 @@ import model_hinge  # noqa: E402
 import option  # noqa: E402
 from data import build_data  # noqa: E402
 from model import resnet  # noqa: E402
+from model_hinge.latency import paired_ratios  # noqa: E402
 from utils.export import to_program  # noqa: E402
 
 NETS = ['resnet20', 'resnet56', 'resnet18', 'mobilenet_v2']
 METHODS = ['baseline', 'hinge', 'hinge_paper', 'tp_magnitude', 'tp_groupnorm', 'hinge_tp_flops']
 PAPER_PLAN = 'Hinge_ResNet_Basic_SVD'
 RATIO, PAPER_EPOCHS, TP_STEPS, DRY_TP_STEPS = 0.5, 300, 400, 20
+REFERENCE = 'tp_magnitude'   # the method every other network's speed is paired against
 INPUT = (3, 32, 32)
 # The paper's search flags (scripts/hinge_resnet.sh, CIFAR-10): ResNet-56's entry, ResNet-20's for every other net.
 PAPER_FLAGS = {
@@ -336,17 +338,18 @@ def forward_seconds(run, x: torch.Tensor, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def interleaved_throughput(nets: dict[str, nn.Module], dry: bool) -> dict[str, dict]:
-    """Images/s on the CPU of each network at batch 1 and 64, eager and as a torch.export program (dynamic batch).
-    The networks take turns within every round, so a slow or fast spell of a shared machine falls on all rows
-    alike; each value is the median over the rounds."""
+def interleaved_throughput(nets: dict[str, nn.Module], dry: bool) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Images/s on the CPU of each network at batch 1 and 64, eager and as a torch.export program (dynamic batch),
+    and each network's speed against the REFERENCE method's network (when it ran) in the same way. The networks
+    take turns within every round, so a slow or fast spell of a shared machine falls on all rows alike; a rate is
+    the median over the rounds, a speed against the reference the median of the ratios within a round."""
     programs = {}
     for name, net in nets.items():
         net = copy.deepcopy(net).cpu().eval()
         programs[name, 'eager'] = net
         programs[name, 'export'] = to_program(net, torch.randn(2, *INPUT)).module()
     rounds, calls = (1, 2) if dry else (15, 10)
-    rates = {name: {} for name in nets}
+    rates, against = {name: {} for name in nets}, {name: {} for name in nets if REFERENCE in nets}
     with torch.inference_mode():
         for batch in (1, 64):
             x, n = torch.randn(batch, *INPUT), calls if batch == 1 else max(1, calls // 5)
@@ -358,11 +361,14 @@ def interleaved_throughput(nets: dict[str, nn.Module], dry: bool) -> dict[str, d
                     times[key].append(forward_seconds(run, x, n))
             for (name, kind), seconds in times.items():
                 rates[name][f'{kind}_b{batch}'] = batch / statistics.median(seconds)
-    return rates
+                if name in against:
+                    against[name][f'{kind}_b{batch}'] = paired_ratios([seconds, times[REFERENCE, kind]])[1]
+    return rates, against
 
 
 def one_run(name: str, method: str, seed: int, ctx: dict, base: nn.Module, base_info: dict) -> tuple[nn.Module, dict]:
-    """One method on one network and seed: the compressed network and its row values."""
+    """One method on one network and seed: the compressed network and its row values (with the output channels of
+    its convolutions in module order, which say where each method cut)."""
     flops0, params0 = model_hinge.count(base, ctx['example'])
     if method == 'baseline':
         net, details = base, dict(base_info)
@@ -373,8 +379,9 @@ def one_run(name: str, method: str, seed: int, ctx: dict, base: nn.Module, base_
         details['seconds'] = clock(ctx['device']) - start
         details['top1_err'] = top1_error(net, ctx['test'])
     flops, params = model_hinge.count(net, ctx['example'])
+    widths = [m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d)]
     return net, dict(details, seed=seed, flops=flops, params=params, baseline_flops=flops0, baseline_params=params0,
-                     flops_ratio=flops / flops0, params_ratio=params / params0)
+                     flops_ratio=flops / flops0, params_ratio=params / params0, conv_widths=widths)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -420,8 +427,11 @@ def compare_net(name: str, ctx: dict) -> list[dict]:
             row['runs'].append(values)
             ctx['reached'][method] = values['flops_ratio']
             timed.setdefault(method, net)
-    for method, rates in interleaved_throughput(timed, opts.dry_run).items():
-        rows[method]['throughput'] = rates
+    rates, against = interleaved_throughput(timed, opts.dry_run)
+    for method in timed:
+        rows[method]['throughput'] = rates[method]
+        if method in against and method != REFERENCE:
+            rows[method]['speed_vs_reference'] = against[method]
     for row in rows.values():
         row['summary'] = summarise(row['runs'])
     return list(rows.values())
@@ -478,10 +488,28 @@ def report(result: dict) -> str:
              '| network | method | seeds | FLOPs ratio | params ratio | top-1 error (%) | wall time (s) | '
              'b=1 eager | b=1 export | b=64 eager | b=64 export | note |', '|' + '---|' * 12]
     lines += [table_line(row) for row in result['rows']]
+    lines += speed_table(result['rows'])
     lines += ['', 'Per seed (results.json has every value):', '']
     lines += [f'- {r["net"]} {r["method"]} seed {run["seed"]}: {detail_text(run)}'
               for r in result['rows'] for run in r['runs'] if r['method'] != 'baseline']
     return '\n'.join(lines) + '\n'
+
+
+def speed_table(rows: list[dict]) -> list[str]:
+    """The speed of each first-seed network against the REFERENCE method's, paired within rounds (none when the
+    reference did not run)."""
+    paired = [row for row in rows if 'speed_vs_reference' in row]
+    if not paired:
+        return []
+    lines = ['', f'Speed against {REFERENCE} (the same timing rounds as the table; in every round, its time over '
+             "the network's, then the median over the rounds: above 1 is faster; a slow spell of the machine that "
+             'spans a round cancels out):', '', '| network | method | b=1 eager | b=1 export | b=64 eager | '
+             'b=64 export |', '|' + '---|' * 6]
+    for row in paired:
+        speed = row['speed_vs_reference']
+        cells = [f'{speed[k]:.2f}x' for k in ('eager_b1', 'export_b1', 'eager_b64', 'export_b64')]
+        lines.append(f'| {row["net"]} | {row["method"]} | {" | ".join(cells)} |')
+    return lines
 
 
 def busy_text(result: dict) -> str:

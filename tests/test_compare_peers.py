@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn as nn
 
 import model_hinge
 from conftest import ROOT
@@ -63,6 +64,13 @@ def test_dry_run_reports_every_method_against_one_counter(tmp_path, shared, monk
     assert (tmp_path / 'baselines' / 'resnet8_seed0_e2_b64_dry.pt').is_file()
     assert (doc.stat().st_mtime_ns if doc.exists() else None) == before     # the dry run writes no document
     assert '| resnet8 | hinge | 1 | ' in stdout
+    if 'tp_magnitude' in rows:                       # every other network's speed, paired against Torch-Pruning's
+        assert 'speed_vs_reference' not in rows['tp_magnitude']
+        for method in set(methods) - {'tp_magnitude'}:
+            assert set(rows[method]['speed_vs_reference']) == set(rows[method]['throughput']), method
+        assert 'Speed against tp_magnitude' in stdout and '| resnet8 | hinge_tp_flops | ' in stdout
+    widths = rows['baseline']['runs'][0]['conv_widths']
+    assert widths == [m.out_channels for m in script.build_net('resnet8', 0).modules() if isinstance(m, nn.Conv2d)]
 
 
 def test_a_failing_method_becomes_a_row_note(tmp_path, shared, monkeypatch):
