@@ -287,24 +287,31 @@ class SearchController:
     def measured_threshold(self, norms: dict, threshold: float, target: float, measure, log) -> float:
         """Target 'latency': the threshold whose compressed network's mean measured time comes closest to `target`.
         `measure(kept)` times the network a threshold's kept groups give (a fraction of the baseline's time);
-        while its mean misses the target by more than MEASURED_TOLERANCE of it, the prediction is aimed at target
-        x predicted / measured (the model's error there taken out) and searched again; a threshold within the
-        tolerance is timed again before it is accepted (one timing can be lucky); the passes end when the aim
-        returns to a threshold timed already, or after MEASURED_TIMINGS. The model interpolates between measured
-        widths, the passes time the widths themselves."""
+        while its mean misses the target by more than MEASURED_TOLERANCE of it, the search aims at a corrected
+        prediction (measured_aim) and times the threshold that comes closest; a threshold within the tolerance is
+        timed again before it is accepted (one timing can be lucky). The passes end when the aim returns to a
+        threshold timed already or finds none between two that straddle the target, or after MEASURED_TIMINGS.
+        The model interpolates between measured widths, the passes time the widths themselves."""
         model, counter, candidates = self.latency_model(), self.survivors(norms), threshold_candidates(norms)
         timings: dict[float, list[float]] = {}
+        predictions: dict[float, float] = {}
         for _ in range(MEASURED_TIMINGS):
             timings.setdefault(threshold, []).append(measure(self.kept(norms, threshold)))
-            measured, predicted = statistics.mean(timings[threshold]), self.target_ratio(counter, threshold)
-            log.write(f'Measured pass: threshold={threshold:2.8f}, latency ratio predicted {predicted:.4f}, '
-                      f'measured {timings[threshold][-1]:.4f} (mean of {len(timings[threshold])}: {measured:.4f}).')
+            predictions[threshold] = self.target_ratio(counter, threshold)
+            measured = statistics.mean(timings[threshold])
+            log.write(f'Measured pass: threshold={threshold:2.8f}, latency ratio predicted '
+                      f'{predictions[threshold]:.4f}, measured {timings[threshold][-1]:.4f} (mean of '
+                      f'{len(timings[threshold])}: {measured:.4f}).')
             if abs(measured - target) <= MEASURED_TOLERANCE * target:
                 if len(timings[threshold]) > 1:
                     break
                 continue
-            aim = predicted * target / measured
-            threshold = candidates[self._closest_prediction(model, counter, candidates, aim)[0]]
+            means = {t: statistics.mean(times) for t, times in timings.items()}
+            aim, (low, high) = measured_aim(means, predictions, threshold, target)
+            inside = [t for t in candidates if low < t < high]
+            if not inside:
+                break
+            threshold = inside[self._closest_prediction(model, counter, inside, aim)[0]]
             if threshold in timings:
                 break
         means = {t: statistics.mean(times) for t, times in timings.items()}
@@ -391,6 +398,23 @@ class SearchController:
             if status <= 0:
                 break
         return threshold
+
+
+def measured_aim(means: dict[float, float], predictions: dict[float, float], latest: float,
+                 target: float) -> tuple[float, tuple[float, float]]:
+    """The predicted ratio the next measured pass aims at, and the open range of thresholds to look in. When timed
+    thresholds straddle the target (mean measured ratios above and below it), between the closest on either side,
+    the aim linear in the measured ratio between their predictions (the model's error need not be one factor);
+    otherwise anywhere, the latest prediction scaled by target / its measured ratio (the model's error there)."""
+    above = [t for t, m in means.items() if m > target]
+    below = [t for t, m in means.items() if m < target]
+    if above and below:
+        slow = min(above, key=lambda t: means[t])
+        fast = max(below, key=lambda t: means[t])
+        share = (means[slow] - target) / (means[slow] - means[fast])
+        aim = predictions[slow] + share * (predictions[fast] - predictions[slow])
+        return aim, (min(slow, fast), max(slow, fast))
+    return predictions[latest] * target / means[latest], (-float('inf'), float('inf'))
 
 
 def threshold_candidates(norms: dict) -> list[float]:
