@@ -389,6 +389,7 @@ def test_an_exporting_timer_times_programs_of_eval_copies_under_its_own_environm
     timer = latency.DeviceTimer(2, 'cpu', repeats=1, exported=True)
     assert len(timer.networks([net, net], (3, 8, 8))) == 2
     assert modes == [False, False] and net.training           # eval copies exported: batch statistics not baked in
+    assert timer.relative([net, net], (3, 8, 8))[0] == 1.0 and modes == [False] * 4   # against the first, paired
     assert timer.environment() != latency.DeviceTimer(2, 'cpu', repeats=1).environment()   # caches kept apart
 
 
