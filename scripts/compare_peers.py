@@ -340,7 +340,7 @@ def forward_seconds(run, x: torch.Tensor, calls: int) -> float:
 
 def interleaved_throughput(nets: dict[str, nn.Module], dry: bool) -> tuple[dict[str, dict], dict[str, dict]]:
     """Images/s on the CPU of each network at batch 1 and 64, eager and as a torch.export program (dynamic batch),
-    and each network's speed against the REFERENCE method's network (when it ran) in the same way. The networks
+    and each other network's speed against the REFERENCE method's network (when it ran) in the same way. The networks
     take turns within every round, so a slow or fast spell of a shared machine falls on all rows alike; a rate is
     the median over the rounds, a speed against the reference the median of the ratios within a round."""
     programs = {}
@@ -349,7 +349,8 @@ def interleaved_throughput(nets: dict[str, nn.Module], dry: bool) -> tuple[dict[
         programs[name, 'eager'] = net
         programs[name, 'export'] = to_program(net, torch.randn(2, *INPUT)).module()
     rounds, calls = (1, 2) if dry else (15, 10)
-    rates, against = {name: {} for name in nets}, {name: {} for name in nets if REFERENCE in nets}
+    rates = {name: {} for name in nets}
+    against = {name: {} for name in nets if name != REFERENCE and REFERENCE in nets}
     with torch.inference_mode():
         for batch in (1, 64):
             x, n = torch.randn(batch, *INPUT), calls if batch == 1 else max(1, calls // 5)
@@ -430,7 +431,7 @@ def compare_net(name: str, ctx: dict) -> list[dict]:
     rates, against = interleaved_throughput(timed, opts.dry_run)
     for method in timed:
         rows[method]['throughput'] = rates[method]
-        if method in against and method != REFERENCE:
+        if method in against:
             rows[method]['speed_vs_reference'] = against[method]
     for row in rows.values():
         row['summary'] = summarise(row['runs'])
