@@ -28,7 +28,7 @@ from model_hinge import NAMES, adapter_for, auto_plan, is_hinge
 from model_hinge.complexity import ComplexityModel
 from model_hinge.core import HingeModel, convert
 from model_hinge.errors import HingeError
-from model_hinge.latency import LatencyModel
+from model_hinge.latency import LatencyModel, baseline_network
 from model_hinge.plan import Plan
 from model_hinge.search import (
     SearchController,
@@ -462,9 +462,11 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
         s.log.write(line)
     if args.load_original_param:
         reset_to_teacher(hm, teacher, args)
+    timed = controller.latency is not None and s.world.main
+    baseline = baseline_network(hm) if timed else None
     hm.compress(kept, args.legacy_search)
-    if controller.latency is not None and s.world.main:
-        numbers, line = compressed_latency(args, controller.latency, hm, kept)
+    if timed:
+        numbers, line = compressed_latency(args, controller.latency, hm, kept, baseline)
         s.history.results.update(numbers)
         s.log.write(line)
     s.trainer.set_network(hm.net)

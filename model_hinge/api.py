@@ -19,7 +19,14 @@ from model_hinge.complexity import ComplexityModel
 from model_hinge.config import HingeConfig
 from model_hinge.core import HingeModel
 from model_hinge.errors import HingeError
-from model_hinge.latency import LatencyModel, candidate_ratio, fold_pairs, latency_model, latency_report
+from model_hinge.latency import (
+    LatencyModel,
+    baseline_network,
+    candidate_ratio,
+    fold_pairs,
+    latency_model,
+    latency_report,
+)
 from model_hinge.plan import Plan
 from model_hinge.registry import NAMES, adapter_for, is_hinge
 from model_hinge.search import SearchController, initial_layer_weights, search_param_groups
@@ -158,6 +165,7 @@ class Hinge:
         counts = torch.tensor([len(kept[fam]) for fam in self.hm.families])
         self.sizes = [fam.size for fam in self.hm.families]
         self.kept = {index: kept[fam].tolist() for index, fam in enumerate(self.hm.families)}
+        baseline = baseline_network(self.hm) if self.latency is not None else None
         self.hm.compress(kept, self.config.legacy_search)
         if self.plan.merges:
             self.hm.merge()
@@ -166,8 +174,8 @@ class Hinge:
         elif fold == 'cheaper':
             self.fold_cheaper()
         if self.latency is not None:
-            self.outcome.update(latency_report(self.latency, counts, fold == 'cheaper', self.model,
-                                                       self.hm.input_dim))
+            self.outcome.update(latency_report(self.latency, counts, fold == 'cheaper', baseline, self.model,
+                                               self.hm.input_dim))
         unattainable = [line for line in self.messages.lines if 'not attainable' in line]
         if unattainable:
             warnings.warn(unattainable[-1], stacklevel=2)

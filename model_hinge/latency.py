@@ -538,10 +538,15 @@ def candidate_ratio(hm: HingeModel, model: LatencyModel, kept: dict, fold: bool)
     return fresh_timer(model).relative([baseline_network(hm), candidate.net], hm.input_dim)[1]
 
 
-def latency_report(model: LatencyModel, counts: torch.Tensor, fold: bool, net: nn.Module, input_dim: tuple) -> dict:
-    """The model's prediction for the compressed network next to its measured time (ms per batch), and both as
-    fractions of the baseline's time; `net` is timed afresh, never read from the cache."""
-    predicted, measured = float(model.seconds(counts, fold)), fresh_timer(model).networks([net], input_dim)[0]
+def latency_report(model: LatencyModel, counts: torch.Tensor, fold: bool, baseline: nn.Module, net: nn.Module,
+                   input_dim: tuple) -> dict:
+    """The model's prediction for the compressed network `net` next to its measured time (ms per batch), and both
+    as fractions of the baseline's time: the measured one paired with `baseline` round by round (a machine's drift
+    since the model was built cancels out), and the prediction error from the two fractions. Timed afresh, never
+    read from the cache."""
+    timer = fresh_timer(model)
+    predicted, measured = float(model.seconds(counts, fold)), timer.networks([net], input_dim)[0]
+    ratio = timer.relative([baseline, net], input_dim)[1]
     return {'latency_baseline_ms': model.baseline * 1e3, 'latency_predicted_ms': predicted * 1e3,
             'latency_measured_ms': measured * 1e3, 'latency_ratio_predicted': predicted / model.baseline,
-            'latency_ratio_measured': measured / model.baseline, 'latency_error': predicted / measured - 1}
+            'latency_ratio_measured': ratio, 'latency_error': predicted / model.baseline / ratio - 1}

@@ -416,3 +416,36 @@ def test_a_paired_ratio_is_immune_to_a_load_that_changes_between_rounds(monkeypa
     calls[0] = 0
     big, small = latency.median_seconds([network(0, 2.0), network(1, 1.0)], torch.device('cpu'), len(drift))
     assert small / big == pytest.approx(1.0417, abs=1e-4)
+
+
+class Slowing(FakeTimer):
+    """A machine that slows down: every call of `networks` finds it 1.5 times slower than the last; networks timed
+    together (`relative`) share the call's speed."""
+
+    def __init__(self):
+        super().__init__(rest=0.01)
+        self.slowdown = 1.0
+
+    def networks(self, nets: list[nn.Module], input_dim: tuple) -> list[float]:
+        self.slowdown *= 1.5
+        return [self.slowdown * self.network(net, input_dim) for net in nets]
+
+
+def test_the_report_pairs_the_compressed_network_with_the_baseline_on_a_machine_that_slows_down():
+    """The measured ratio of the report is the compressed network's time over the baseline's in the same rounds:
+    the fake timer's exact ratio, although the machine slowed down since the model was built. Its ms (timed
+    alone, later) carry the slowdown; the prediction error compares the two ratios."""
+    hm, args = hinge_model('--model Hinge_ResNet_Basic --depth 8 --downsample_type A', init='p-identity')
+    timer = Slowing()
+    model_ = LatencyModel(hm, timer)
+    baseline = latency.baseline_network(hm)
+    counts = some_counts(hm)
+    compressed_to(hm, counts)
+    hm.merge()
+    report = latency.latency_report(model_, counts, False, baseline, hm.net, (3, 32, 32))
+    exact = timer.network(hm.net, (3, 32, 32)) / timer.network(baseline, (3, 32, 32))
+    assert exact < 0.9
+    assert report['latency_ratio_measured'] == pytest.approx(exact)
+    assert report['latency_ratio_predicted'] == pytest.approx(exact, rel=1e-3)    # the model interpolates exactly
+    assert report['latency_error'] == pytest.approx(0.0, abs=1e-3)
+    assert report['latency_measured_ms'] > 1.4 * report['latency_predicted_ms']

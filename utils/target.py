@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 
 from model_hinge.core import HingeModel
 from model_hinge.latency import CachedTimer, DeviceTimer, LatencyModel, candidate_ratio, fold_pairs, latency_report
@@ -86,15 +87,17 @@ def epoch_ratio(controller: SearchController, threshold: float) -> tuple[float, 
     return ratio, ({'latency_ratio': ratio} if controller.latency is not None else {})
 
 
-def compressed_latency(args: Namespace, latency: LatencyModel, hm: HingeModel, kept: dict) -> tuple[dict, str]:
+def compressed_latency(args: Namespace, latency: LatencyModel, hm: HingeModel, kept: dict,
+                       baseline: nn.Module) -> tuple[dict, str]:
     """After compression: the model's prediction for the deployable network (its pairs folded as the export
-    folds them) next to that network's measured time; the results entries and a log line."""
+    folds them) next to that network's measured time, paired with `baseline` (the network before compression);
+    the results entries and a log line."""
     fold = export_merge(args) == 'cheaper'
     counts = torch.tensor([len(kept[fam]) for fam in hm.families])
     pairs = latency.folds_that_pay(counts) if fold else []
     deployable = copy.deepcopy(hm)
     fold_pairs(deployable, pairs)
-    numbers = latency_report(latency, counts, fold, deployable.net, hm.input_dim)
+    numbers = latency_report(latency, counts, fold, baseline, deployable.net, hm.input_dim)
     numbers['latency_folds'] = [p.conv for p in pairs]
     line = (f'Latency at batch {args.latency_batch}: predicted {numbers["latency_predicted_ms"]:.2f} ms, measured '
             f'{numbers["latency_measured_ms"]:.2f} ms ({numbers["latency_error"]:+.1%}), baseline '
