@@ -490,7 +490,7 @@ def report(result: dict) -> str:
              'b=1 eager | b=1 export | b=64 eager | b=64 export | note |', '|' + '---|' * 12]
     lines += [table_line(row) for row in result['rows']]
     lines += speed_table(result['rows'])
-    lines += ['', 'Per seed (results.json has every value):', '']
+    lines += ['', f'Per seed ({result["results_file"]} in --out has every value):', '']
     lines += [f'- {r["net"]} {r["method"]} seed {run["seed"]}: {detail_text(run)}'
               for r in result['rows'] for run in r['runs'] if r['method'] != 'baseline']
     return '\n'.join(lines) + '\n'
@@ -603,7 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch CPU threads (default: torch's, one for the dry run, which must bear a busy CPU)")
     parser.add_argument('--data', default=str(Path(os.environ.get('HINGE_SHARED', ROOT.parent / 'shared'))
                                               / 'data' / 'cifar10-subset'))
-    parser.add_argument('--out', default=str(ROOT / 'runs' / 'peers'), help='cached baselines and results.json')
+    parser.add_argument('--out', default=str(ROOT / 'runs' / 'peers'),
+                        help='cached baselines and the values of every run (named after --doc)')
     parser.add_argument('--doc', default=None, help='the report (default docs/peers.md; none for --dry-run)')
     parser.add_argument('--dry-run', action='store_true',
                         help=f'{DRY["images"] // DRY["batch"]} batches of {DRY["batch"]} images, one epoch per stage, '
@@ -621,6 +622,12 @@ def torch_pruning_version(methods: list[str]) -> str:
         refuse('Torch-Pruning is not installed; pip install -r requirements-bench.txt, or leave its methods out '
                'with --methods baseline hinge.')
     return importlib.metadata.version('torch-pruning')
+
+
+def results_file(out: Path, doc: str | None) -> Path:
+    """Where a run's values go: named after its report (docs/peers_channel_multiple.md: peers_channel_multiple.json),
+    so that runs of other scopes keep theirs; results.json for a run without a report."""
+    return out / (f'{Path(doc).stem}.json' if doc else 'results.json')
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -649,12 +656,14 @@ def main(argv: list[str] | None = None) -> dict:
               'batch_size': opts.batch_size, 'seeds': opts.seeds, 'torch_pruning': tp_version, 'rows': []}
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
+    doc = opts.doc or (None if opts.dry_run else str(ROOT / 'docs' / 'peers.md'))
+    values = results_file(out, doc)
+    result['results_file'] = values.name
     for name in opts.nets:
         result['rows'] += compare_net(name, ctx)
         result.update(seconds=time.perf_counter() - start, test_images=ctx['test_images'],
                       load_after=[round(v, 2) for v in os.getloadavg()])
-        (out / 'results.json').write_text(json.dumps(result, indent=1))
-    doc = opts.doc or (None if opts.dry_run else str(ROOT / 'docs' / 'peers.md'))
+        values.write_text(json.dumps(result, indent=1))
     text = report(result)
     print(text)
     if doc:

@@ -164,7 +164,7 @@ if ! "$PY" -c 'import torch_pruning' 2>/dev/null; then
   PEERS+=(--methods baseline hinge)
   NOTE="Torch-Pruning not installed: its methods left out"
 fi
-part peers "${T_PEERS:-${LIMIT:-100}}" "peers.md, peers/results.json, " "$NOTE" \
+part peers "${T_PEERS:-${LIMIT:-100}}" "peers.md, peers/peers.json, " "$NOTE" \
   "$PY" scripts/compare_peers.py --device "$DEVICE" --out "$OUT/peers" --doc "$OUT/peers.md" "${PEERS[@]}"
 echo
 cat "$SUMMARY"

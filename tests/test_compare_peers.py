@@ -73,6 +73,13 @@ def test_dry_run_reports_every_method_against_one_counter(tmp_path, shared, monk
     assert widths == [m.out_channels for m in script.build_net('resnet8', 0).modules() if isinstance(m, nn.Conv2d)]
 
 
+def test_each_report_keeps_its_own_values_file(tmp_path, monkeypatch):
+    script = load_script(monkeypatch)
+    default = script.results_file(tmp_path, 'docs/peers.md')
+    assert script.results_file(tmp_path, 'docs/peers_channel_multiple.md') != default
+    assert script.results_file(tmp_path, None) == tmp_path / 'results.json'      # the dry run, without a report
+
+
 def test_a_failing_method_becomes_a_row_note(tmp_path, shared, monkeypatch):
     script = load_script(monkeypatch)
 

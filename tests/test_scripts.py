@@ -85,4 +85,4 @@ def test_device_check_dry_run_runs_every_part(tmp_path, shared):
     assert '## Stages' in (tmp_path / 'benchmark.md').read_text()
     assert '| top1_err |' in (tmp_path / 'precision.md').read_text()
     assert json.loads((tmp_path / 'original_ours.json').read_text())['searched_ratio'] > 0
-    assert json.loads((tmp_path / 'peers' / 'results.json').read_text())['rows']
+    assert json.loads((tmp_path / 'peers' / 'peers.json').read_text())['rows']
