@@ -30,7 +30,8 @@ Every FLOPs and parameter count, including the stopping test of the progressive 
 Torch-Pruning does not see the zero-padding shortcut of option A (its width follows the input's), so on our
 ResNets the convolutions that write the residual channels (the stem and every block's second convolution) are
 left to it unpruned; it prunes the inner channels of every block. Throughput is timed once every seed ran, the
-methods' networks taking turns in each round (a shared machine's slow and fast spells fall on every row alike).
+methods' networks taking turns in each round (a shared machine's slow and fast spells fall on every row alike),
+every network channels last (weights and batch: the layout they train in here, whatever layout it was left in).
 A method that fails on a network (Torch-Pruning on shufflenet_v2: ZeroDivisionError) becomes a row note.
 Torch-Pruning is optional (requirements-bench.txt).
 
@@ -340,20 +341,24 @@ def forward_seconds(run, x: torch.Tensor, calls: int) -> float:
 
 def interleaved_throughput(nets: dict[str, nn.Module], dry: bool) -> tuple[dict[str, dict], dict[str, dict]]:
     """Images/s on the CPU of each network at batch 1 and 64, eager and as a torch.export program (dynamic batch),
-    and each other network's speed against the REFERENCE method's network (when it ran) in the same way. The networks
-    take turns within every round, so a slow or fast spell of a shared machine falls on all rows alike; a rate is
-    the median over the rounds, a speed against the reference the median of the ratios within a round."""
+    and each other network's speed against the REFERENCE method's network (when it ran) in the same way. Every
+    network runs channels last (its weights and the batch; the layout they trained in and the faster one here,
+    whereas a cached baseline loads contiguous). The networks take turns within every round, so a slow or fast
+    spell of a shared machine falls on all rows alike; a rate is the median over the rounds, a speed against the
+    reference the median of the ratios within a round."""
     programs = {}
     for name, net in nets.items():
-        net = copy.deepcopy(net).cpu().eval()
+        net = copy.deepcopy(net).cpu().eval().to(memory_format=torch.channels_last)
         programs[name, 'eager'] = net
-        programs[name, 'export'] = to_program(net, torch.randn(2, *INPUT)).module()
+        example = torch.randn(2, *INPUT).contiguous(memory_format=torch.channels_last)
+        programs[name, 'export'] = to_program(net, example).module()
     rounds, calls = (1, 2) if dry else (15, 10)
     rates = {name: {} for name in nets}
     against = {name: {} for name in nets if name != REFERENCE and REFERENCE in nets}
     with torch.inference_mode():
         for batch in (1, 64):
-            x, n = torch.randn(batch, *INPUT), calls if batch == 1 else max(1, calls // 5)
+            x = torch.randn(batch, *INPUT).contiguous(memory_format=torch.channels_last)
+            n = calls if batch == 1 else max(1, calls // 5)
             times = {key: [] for key in programs}
             for run in programs.values():
                 run(x)
@@ -483,7 +488,8 @@ def report(result: dict) -> str:
              f'seeds; {result["epochs"]} epochs leave every network far from converged, so the rows compare the '
              'methods at an equal budget, not with published errors. Wall time: the method (training, search or '
              'sparse training, pruning, fine-tuning; the baseline: its training), mean over seeds. Throughput: '
-             "images/s on the CPU of the first seed's network, batch 1 and 64, eager and as a torch.export program; "
+             "images/s on the CPU of the first seed's network, batch 1 and 64, eager and as a torch.export program, "
+             'every network channels last (weights and batch); '
              "one network's rows take turns with the others' in every round, and each value is the median over the "
              'rounds.', '',
              '| network | method | seeds | FLOPs ratio | params ratio | top-1 error (%) | wall time (s) | '

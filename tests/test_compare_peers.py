@@ -2,6 +2,7 @@
 refusal when Torch-Pruning is missing."""
 
 import argparse
+import copy
 import importlib.util
 import json
 import os
@@ -71,6 +72,27 @@ def test_dry_run_reports_every_method_against_one_counter(tmp_path, shared, monk
         assert 'Speed against tp_magnitude' in stdout and '| resnet8 | hinge_tp_flops | ' in stdout
     widths = rows['baseline']['runs'][0]['conv_widths']
     assert widths == [m.out_channels for m in script.build_net('resnet8', 0).modules() if isinstance(m, nn.Conv2d)]
+
+
+def test_every_network_is_timed_channels_last_whatever_layout_training_left(monkeypatch):
+    """A cached baseline loads contiguous, a network trained here is channels last: timed as they are, the rows
+    would compare layouts, not networks. Every eager network and program is timed on a channels-last batch with
+    channels-last weights."""
+    script = load_script(monkeypatch)
+    seen = []
+
+    def record(run, x, calls):
+        module = run if isinstance(run, nn.Module) else None
+        seen.append((x.is_contiguous(memory_format=torch.channels_last),
+                     module is None or all(p.is_contiguous(memory_format=torch.channels_last)
+                                           for p in module.parameters() if p.dim() == 4)))
+        return 1.0
+
+    monkeypatch.setattr(script, 'forward_seconds', record)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    trained = copy.deepcopy(plain).to(memory_format=torch.channels_last)
+    script.interleaved_throughput({'baseline': plain, 'tp_magnitude': trained}, dry=True)
+    assert seen and all(batch and weights for batch, weights in seen)
 
 
 def test_each_report_keeps_its_own_values_file(tmp_path, monkeypatch):
