@@ -100,9 +100,10 @@ def compressed_latency(args: Namespace, latency: LatencyModel, hm: HingeModel, k
     numbers = latency_report(latency, counts, fold, baseline, deployable.net, hm.input_dim)
     numbers['latency_folds'] = [p.conv for p in pairs]
     line = (f'Latency at batch {args.latency_batch}: predicted {numbers["latency_predicted_ms"]:.2f} ms, measured '
-            f'{numbers["latency_measured_ms"]:.2f} ms ({numbers["latency_error"]:+.1%}), baseline '
-            f'{numbers["latency_baseline_ms"]:.2f} ms; ratio predicted {numbers["latency_ratio_predicted"]:.4f}, '
-            f'measured {numbers["latency_ratio_measured"]:.4f}; {len(pairs)} pairs fold faster.')
+            f'{numbers["latency_measured_ms"]:.2f} ms, baseline {numbers["latency_baseline_ms"]:.2f} ms; ratio '
+            f'predicted {numbers["latency_ratio_predicted"]:.4f}, measured {numbers["latency_ratio_measured"]:.4f} '
+            f'(paired with the baseline; prediction error {numbers["latency_error"]:+.1%}); {len(pairs)} pairs fold '
+            'faster.')
     return numbers, line
 
 
