@@ -339,6 +339,11 @@ def forward_seconds(run, x: torch.Tensor, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
+def channels_last_batch(batch: int) -> torch.Tensor:
+    """A random CPU batch of CIFAR-sized images, laid out channels last."""
+    return torch.randn(batch, *INPUT).contiguous(memory_format=torch.channels_last)
+
+
 def interleaved_throughput(nets: dict[str, nn.Module], dry: bool) -> tuple[dict[str, dict], dict[str, dict]]:
     """Images/s on the CPU of each network at batch 1 and 64, eager and as a torch.export program (dynamic batch),
     and each other network's speed against the REFERENCE method's network (when it ran) in the same way. Every
@@ -347,18 +352,17 @@ def interleaved_throughput(nets: dict[str, nn.Module], dry: bool) -> tuple[dict[
     spell of a shared machine falls on all rows alike; a rate is the median over the rounds, a speed against the
     reference the median of the ratios within a round."""
     programs = {}
+    example = channels_last_batch(2)
     for name, net in nets.items():
         net = copy.deepcopy(net).cpu().eval().to(memory_format=torch.channels_last)
         programs[name, 'eager'] = net
-        example = torch.randn(2, *INPUT).contiguous(memory_format=torch.channels_last)
         programs[name, 'export'] = to_program(net, example).module()
     rounds, calls = (1, 2) if dry else (15, 10)
     rates = {name: {} for name in nets}
     against = {name: {} for name in nets if name != REFERENCE and REFERENCE in nets}
     with torch.inference_mode():
         for batch in (1, 64):
-            x = torch.randn(batch, *INPUT).contiguous(memory_format=torch.channels_last)
-            n = calls if batch == 1 else max(1, calls // 5)
+            x, n = channels_last_batch(batch), calls if batch == 1 else max(1, calls // 5)
             times = {key: [] for key in programs}
             for run in programs.values():
                 run(x)
