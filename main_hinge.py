@@ -65,6 +65,7 @@ from utils.rundir import RunLog, SilentLog, remove_run_dir, resolve_run_dir
 from utils.schedule import StepSchedule
 from utils.steps import BatchHooks, ConvergingHooks, SearchHooks, set_learning_rates
 from utils.target import (
+    allocation_timing,
     candidate_measure,
     compressed_latency,
     epoch_ratio,
@@ -454,9 +455,12 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
     """Threshold search to --ratio, the compression report, and the physical compression."""
     args, start = s.args, time.perf_counter()
     norms = controller.family_norms()
-    threshold = controller.threshold_for_ratio(norms, s.log, candidate_measure(args, hm, controller.latency, s.world))
-    flops_c, params_c = controller.cost(norms, threshold)
-    kept = controller.kept(norms, threshold)
+    device = next(hm.net.parameters()).device
+    allocation = controller.allocate(norms, s.log, candidate_measure(args, hm, controller.latency, s.world),
+                                     allocation_timing(args, hm, device, s.world))
+    threshold = allocation.threshold
+    kept = allocation.kept
+    flops_c, params_c = controller.cost_of_kept(kept)
     lines, info, per_layer = compression_report(hm, norms, kept, threshold, epoch_continue, flops_c, params_c)
     for line in lines:
         s.log.write(line)
@@ -479,6 +483,8 @@ def compress_stage(s: Session, hm: HingeModel, controller: SearchController, tea
                              flops_ratio=flops_now / hm.baseline_flops, params_ratio=params_now / hm.baseline_params,
                              threshold=threshold, compressed_top1_err=test[1], search_epochs=epoch_continue - 1,
                              compression_seconds=time.perf_counter() - start)
+    if allocation.timed:
+        s.history.results.update(allocation=allocation.name, allocations=allocation.timed)
     if s.world.main:
         commit = Commit(s.run_dir)
         s.history.write_results(commit.pending)

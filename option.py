@@ -124,7 +124,11 @@ def _add_hinge(p: argparse.ArgumentParser) -> None:
     g.add_argument('--target', default='flops', choices=['flops', 'latency'],
                    help='what --ratio is a fraction of: FLOPs, or the latency measured per layer on this device '
                         '(times kept in the run directory, latency.json)')
-    g.add_argument('--latency_batch', type=int, default=64, help='with --target latency: the batch size timed')
+    g.add_argument('--latency_batch', type=int, default=64,
+                   help='with --target latency or --allocation fastest: the batch size timed')
+    g.add_argument('--allocation', default='norm', choices=['norm', 'fastest'],
+                   help='how the cut spreads over the layers: thresholded group norms (norm, the paper\'s), or the '
+                        'fastest on this device of a few rankings of the groups at the same FLOPs (fastest)')
     g.add_argument('--sparsity_regularizer', type=str, default='l1', choices=['l0', 'l1', 'l1-2', 'l1d2', 'logsum'],
                    help='group-sparsity regularizer, applied through its proximal operator')
     g.add_argument('--regularization_factor', type=float, default=1e-4, help='regularization factor (lambda)')
@@ -285,6 +289,9 @@ def check(args: argparse.Namespace) -> None:
         problems.append('--reset cannot be combined with --load: --reset starts the run directory afresh.')
     if a.nesterov and a.momentum == 0:
         problems.append('--nesterov needs a --momentum greater than 0.')
+    if a.allocation == 'fastest' and (a.target != 'flops' or a.legacy_search):
+        problems.append('--allocation fastest times rankings of equal FLOPs: it needs --target flops and no '
+                        '--legacy_search; use --allocation norm.')
     for flag in ('decompose_free', 'decompose_coupled'):
         if getattr(a, flag) and not is_auto(a.model):
             problems.append(f'--{flag} changes the automatic plan of --model {AUTO}; drop it for --model '

@@ -20,12 +20,15 @@ from model_hinge.config import HingeConfig
 from model_hinge.core import HingeModel
 from model_hinge.errors import HingeError
 from model_hinge.latency import (
+    DeviceTimer,
     LatencyModel,
+    allocation_ratios,
     baseline_network,
     candidate_ratio,
     fold_pairs,
     latency_model,
     latency_report,
+    uses_channels_last,
 )
 from model_hinge.plan import Plan
 from model_hinge.registry import NAMES, adapter_for, is_hinge
@@ -76,7 +79,8 @@ class Hinge:
         self.plan = resolve_plan(model, example, plan)
         self.layers = summary(self.plan, model)
         self.hm = HingeModel(model, self.plan, tuple(example.shape[1:]), self.config.init_method)
-        self.latency = self._latency_model(example.shape[0]) if self.config.target == 'latency' else None
+        self.timing_batch = self.config.latency_batch or example.shape[0]
+        self.latency = self._latency_model(self.timing_batch) if self.config.target == 'latency' else None
         self.outcome: dict = {}
         self.controller = self._controller(None)
         self._refuse_unreachable_ratio()
@@ -159,9 +163,13 @@ class Hinge:
         norms = self.controller.family_norms()
         measure = None if self.latency is None else (
             lambda kept: candidate_ratio(self.hm, self.latency, kept, fold == 'cheaper'))
-        self.threshold = self.controller.threshold_for_ratio(norms, self.messages, measure)
-        self.outcome['searched_ratio'] = self.controller.target_ratio(norms, self.threshold)
-        kept = self.controller.kept(norms, self.threshold)
+        allocation = self.controller.allocate(norms, self.messages, measure, self._time_allocations(fold))
+        self.threshold = allocation.threshold
+        kept = allocation.kept
+        self.outcome['searched_ratio'] = (self.controller.target_ratio(norms, self.threshold) if not allocation.timed
+                                          else self.controller.ratio_of_kept(kept))
+        if allocation.timed:
+            self.outcome.update(allocation=allocation.name, allocations=allocation.timed)
         counts = torch.tensor([len(kept[fam]) for fam in self.hm.families])
         self.sizes = [fam.size for fam in self.hm.families]
         self.kept = {index: kept[fam].tolist() for index, fam in enumerate(self.hm.families)}
@@ -181,6 +189,12 @@ class Hinge:
             warnings.warn(unattainable[-1], stacklevel=2)
         return self.model
 
+    def _time_allocations(self, fold: str):
+        """What allocation 'fastest' times candidate allocations with: on the model's device and in its layout, at
+        latency_batch (default the example's batch size), folded as compress() folds."""
+        timer = DeviceTimer(self.timing_batch, next(self.model.parameters()).device, uses_channels_last(self.model))
+        return lambda allocations: allocation_ratios(self.hm, allocations, timer, fold == 'cheaper')
+
     def fold_cheaper(self) -> list[str]:
         """After compress(): fold every (conv, A) pair that the plan keeps apart but that costs fewer FLOPs as one
         convolution (a decomposition that kept nearly all its basis filters); returns their conv paths."""
@@ -192,8 +206,9 @@ class Hinge:
         """FLOPs and parameters of the baseline and now, and which convolutions the plan prunes, decomposes and
         leaves alone, with (matrix, direction, groups kept, groups) per family once compressed, and the ratio the
         threshold search reached (of the FLOPs with the plan's merges folded, or of the predicted latency); with
-        target 'latency' also the latency model's prediction for the compressed network next to its measured
-        time."""
+        allocation 'fastest' the allocation kept ('allocation') and every one timed ('allocations': name ->
+        (FLOPs ratio, measured time ratio)); with target 'latency' also the latency model's prediction for the
+        compressed network next to its measured time."""
         flops, params = self.hm.cost()
         result = {'flops': self.hm.baseline_flops, 'params': self.hm.baseline_params, 'flops_now': flops,
                   'params_now': params, 'flops_ratio': flops / self.hm.baseline_flops,

@@ -5,6 +5,8 @@ Field names, meanings and defaults are those of the command-line flags (`--ratio
 library default None times the layers at the example's batch size (the command line's is 64), and `latency_cache`,
 a json file that keeps the measured layer times (None: memory only; the command line keeps them in the run
 directory). `target` is what `ratio` is a fraction of: 'flops', or 'latency' (measured times, see latency.py).
+`allocation` is how the cut spreads over the layers: 'norm' thresholds the group norms (the paper's), 'fastest'
+times a few rankings of the groups at the target FLOPs and keeps the fastest (search.RANKINGS).
 `HingeConfig.create` refuses an unknown name or a value out of range with a HingeError (a ValueError) naming it
 and what would work.
 """
@@ -19,7 +21,7 @@ from model_hinge.errors import HingeError
 INIT_METHODS = ('svd', 'svd2', 'p-identity', 'p-random', 't-random', 'p-disturbance-u', 'p-disturbance-n')
 REGULARIZERS = ('l0', 'l1', 'l1-2', 'l1d2', 'logsum')
 CHOICES = {'sparsity_regularizer': REGULARIZERS, 'init_method': INIT_METHODS, 'lr_adjust_method': ('p1', 'p2'),
-           'optimizer': ('PG', 'SGD'), 'target': ('flops', 'latency')}
+           'optimizer': ('PG', 'SGD'), 'target': ('flops', 'latency'), 'allocation': ('norm', 'fastest')}
 
 # Allowed ranges: (low, high, low excluded, high excluded, why); None for no bound.
 RANGES = {
@@ -60,6 +62,7 @@ class HingeConfig:
     target: str = 'flops'
     latency_batch: int | None = None
     latency_cache: str | PathLike | None = None
+    allocation: str = 'norm'
 
     @classmethod
     def create(cls, **options: Any) -> 'HingeConfig':
@@ -89,6 +92,10 @@ class HingeConfig:
         if not isinstance(self.channel_multiple, int) or isinstance(self.channel_multiple, bool):
             raise HingeError(f'channel_multiple {self.channel_multiple!r} must be a whole number of groups, an int '
                              '(e.g. 8).')
+        if self.allocation == 'fastest' and (self.target != 'flops' or self.legacy_search):
+            raise HingeError("allocation 'fastest' times rankings of equal FLOPs, so it needs target 'flops' and no "
+                             "legacy_search; use allocation 'norm' with "
+                             f"{'legacy_search' if self.legacy_search else 'target ' + repr(self.target)}.")
         if self.latency_cache is not None and not isinstance(self.latency_cache, (str, PathLike)):
             raise HingeError(f'latency_cache {self.latency_cache!r} must be a file path (str or os.PathLike) or None.')
 

@@ -538,6 +538,23 @@ def candidate_ratio(hm: HingeModel, model: LatencyModel, kept: dict, fold: bool)
     return fresh_timer(model).relative([baseline_network(hm), candidate.net], hm.input_dim)[1]
 
 
+def allocation_ratios(hm: HingeModel, allocations: list[dict], timer: Timer, fold_cheaper: bool) -> list[float]:
+    """The measured time of the deployable network each allocation (kept groups per family) gives, as fractions of
+    the baseline's: compressed, the plan's merges folded and, with `fold_cheaper`, every pair that costs fewer FLOPs
+    folded (as compression folds them with target flops); all timed in turn with the baseline, paired round by
+    round. `hm` is not changed."""
+    nets = []
+    for kept in allocations:
+        candidate = copy.deepcopy(hm)
+        candidate.compress({c: kept[f] for f, c in zip(hm.families, candidate.families, strict=True)})
+        if fold_cheaper:
+            candidate.merge_where_cheaper()
+        elif candidate.plan.merges:
+            candidate.merge()
+        nets.append(candidate.net)
+    return timer.relative([baseline_network(hm), *nets], hm.input_dim)[1:]
+
+
 def latency_report(model: LatencyModel, counts: torch.Tensor, fold: bool, baseline: nn.Module, net: nn.Module,
                    input_dim: tuple) -> dict:
     """The model's prediction for the compressed network `net` next to its measured time (ms per batch), and both

@@ -8,6 +8,8 @@ that of a LatencyModel (latency.py: measured per-layer times of the deployable n
 """
 
 import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,6 +28,21 @@ RATIO_EXPONENT = 1.35
 THRESHOLD_TOLERANCE = 0.001
 MEASURED_TIMINGS = 5       # target 'latency': candidate networks timed at most
 MEASURED_TOLERANCE = 0.03  # a mean measured latency ratio this close (relative) to the target, timed twice, ends them
+ALLOCATION_TOLERANCE = 0.01  # allocation 'fastest': a ranking's FLOPs ratio this close to the target (or as the norm's)
+RANKINGS = ('norm', 'even', 'norm-keep-shared', 'even-keep-shared', 'norm-per-flop')
+VECTOR_MULTIPLE = 8  # allocation 'fastest' also tries widths rounded up to multiples of this (with channel_multiple 1)
+
+
+@dataclass
+class Allocation:
+    """The groups that survive (`kept`, per family): those whose score (the group norm, or another ranking's)
+    reaches `threshold`; with allocation 'fastest', every allocation timed as name -> (FLOPs ratio, measured time
+    ratio) in `timed`."""
+
+    name: str
+    threshold: float
+    kept: dict
+    timed: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def initial_layer_weights(families: list[GroupFamily]) -> list[float]:
@@ -227,10 +244,11 @@ class SearchController:
         """Current group norms of every family (float32, on the CPU), computed as the original does."""
         return exact_norms_of(self.hm.families)
 
-    def survivors(self, norms: dict) -> SurvivorCounter:
-        """Counts of surviving groups per family at any threshold, for these norms."""
+    def survivors(self, norms: dict, multiple: int | None = None) -> SurvivorCounter:
+        """Counts of surviving groups per family at any threshold, for these norms (`multiple`: another channel
+        multiple than the configured one)."""
         return SurvivorCounter(self.hm.families, norms, self.config.remain_percentage, self.config.p1_p2_same_ratio,
-                               self.config.channel_multiple)
+                               multiple or self.config.channel_multiple)
 
     def cost_polynomial(self) -> CostPolynomial:
         """FLOPs and params as polynomials of the removed groups, rebuilt when the network's structure changed."""
@@ -246,10 +264,10 @@ class SearchController:
         counter = norms if isinstance(norms, SurvivorCounter) else self.survivors(norms)
         return self.cost_polynomial()(counter.counts(threshold))
 
-    def kept(self, norms: dict, threshold: float) -> dict:
-        """The surviving group indices of every family at `threshold`."""
+    def kept(self, norms: dict, threshold: float, multiple: int | None = None) -> dict:
+        """The surviving group indices of every family at `threshold` (`multiple`: as in survivors)."""
         return kept_groups(self.hm.families, norms, threshold, self.config.remain_percentage,
-                           self.config.p1_p2_same_ratio, self.config.channel_multiple)
+                           self.config.p1_p2_same_ratio, multiple or self.config.channel_multiple)
 
     def minimum_ratio(self) -> float:
         """The smallest FLOPs ratio compression can reach: every family keeps only --remain_percentage of its
@@ -273,6 +291,70 @@ class SearchController:
             raise HingeError("target 'latency' needs measured layer times, and this search was given none; pass a "
                              'model_hinge.latency.LatencyModel or use target flops.')
         return self.latency
+
+    def allocate(self, norms: dict, log, measure=None, time_allocations: Callable | None = None) -> Allocation:
+        """The groups to keep at the configured ratio: those above the threshold on the group norms
+        (threshold_for_ratio), or with allocation 'fastest' the fastest allocation of that FLOPs ratio
+        (fastest_allocation; `time_allocations` maps a list of kept groups per family to measured time ratios)."""
+        if self.config.allocation == 'norm':
+            threshold = self.threshold_for_ratio(norms, log, measure)
+            return Allocation('norm', threshold, self.kept(norms, threshold))
+        if time_allocations is None:
+            raise HingeError("allocation 'fastest' times the networks of several rankings and this search was given "
+                             "no timer; pass time_allocations or use allocation 'norm'.")
+        return self.fastest_allocation(norms, log, time_allocations)
+
+    def fastest_allocation(self, norms: dict, log, time_allocations: Callable) -> Allocation:
+        """Every ranking of RANKINGS thresholded to the FLOPs ratio, at the configured channel multiple and (when
+        that is 1) at VECTOR_MULTIPLE; the distinct allocations that reach the ratio (within ALLOCATION_TOLERANCE,
+        or as close as the norms) timed together, and the fastest kept. They differ in how the cut spreads over the
+        layers, which FLOPs do not price: a residual stream cut in every block it spans, or a layer left one channel
+        past a step of the hardware's vector width, can make equal FLOPs slower."""
+        target, quiet, costs = self.config.ratio, _Silent(), self.flops_per_group()
+        multiples = [self.config.channel_multiple] + ([VECTOR_MULTIPLE] if self.config.channel_multiple == 1 else [])
+        reached: list[tuple[Allocation, float]] = []
+        for ranking in RANKINGS:
+            scores = ranking_scores(self.hm.families, norms, ranking, costs)
+            for multiple in multiples:
+                name = ranking if multiple == self.config.channel_multiple else f'{ranking} x{multiple}'
+                threshold = self.search_threshold(scores, target, quiet, multiple)
+                kept = self.kept(scores, threshold, multiple)
+                reached.append((Allocation(name, threshold, kept), self.ratio_of_kept(kept)))
+        slack = max(ALLOCATION_TOLERANCE, abs(reached[0][1] - target))
+        timed: list[tuple[Allocation, float]] = []
+        for allocation, ratio in reached:
+            if abs(ratio - target) <= slack and not any(same_kept(allocation.kept, a.kept) for a, _ in timed):
+                timed.append((allocation, ratio))
+        times = time_allocations([a.kept for a, _ in timed])
+        figures = {a.name: (ratio, t) for (a, ratio), t in zip(timed, times, strict=True)}
+        for name, (ratio, t) in figures.items():
+            log.write(f'Allocation {name}: FLOPs ratio {ratio:.4f}, measured time ratio {t:.4f}.')
+        best = min((a for a, _ in timed), key=lambda a: figures[a.name][1])
+        log.write(f'Fastest allocation: {best.name} (threshold {best.threshold:2.8f} on its scores).')
+        if abs(figures[best.name][0] - target) > THRESHOLD_TOLERANCE:
+            log.write(f'The ratio {target} is not attainable within {THRESHOLD_TOLERANCE} by the fastest allocation '
+                      f'(channels come in coarser steps here); it reaches {figures[best.name][0]:.4f}.')
+        best.timed = figures
+        return best
+
+    def flops_per_group(self) -> dict:
+        """The FLOPs each family's groups cost: what removing half of its groups saves, per group removed."""
+        polynomial = self.cost_polynomial()
+        sizes = torch.tensor([f.size for f in self.hm.families])
+        full, costs = polynomial(sizes)[0], {}
+        for i, fam in enumerate(self.hm.families):
+            fewer = sizes.clone()
+            fewer[i] -= max(1, fam.size // 2)
+            costs[fam] = max(full - polynomial(fewer)[0], 1) / max(1, fam.size // 2)
+        return costs
+
+    def ratio_of_kept(self, kept: dict) -> float:
+        """The FLOPs ratio of the network that keeps these groups."""
+        return self.cost_of_kept(kept)[0] / self.hm.baseline_flops
+
+    def cost_of_kept(self, kept: dict) -> tuple[int, int]:
+        """(FLOPs, params) of the network that keeps these groups."""
+        return self.cost_polynomial()(torch.tensor([len(kept[f]) for f in self.hm.families]))
 
     def threshold_for_ratio(self, norms: dict, log, measure=None) -> float:
         """The nullifying threshold for the configured ratio: the original's iterative search under legacy_search,
@@ -320,12 +402,12 @@ class SearchController:
                   f'(target {target}).')
         return best
 
-    def search_threshold(self, norms: dict, target: float, log) -> float:
+    def search_threshold(self, norms: dict, target: float, log, multiple: int | None = None) -> float:
         """The threshold whose FLOPs ratio is closest to `target`, by bisection over the thresholds at
         which the kept channels change (midpoints between consecutive distinct group norms); with target
-        'latency', the closest of all those thresholds by predicted latency."""
+        'latency', the closest of all those thresholds by predicted latency. `multiple`: as in survivors."""
         candidates = threshold_candidates(norms)
-        counter = self.survivors(norms)
+        counter = self.survivors(norms, multiple)
         if self.config.target == 'latency':
             return self._closest_latency(counter, candidates, target, log)
         lo, hi, iteration = 0, len(candidates) - 1, 0
@@ -415,6 +497,47 @@ def measured_aim(means: dict[float, float], predictions: dict[float, float], lat
         aim = predictions[slow] + share * (predictions[fast] - predictions[slow])
         return aim, (min(slow, fast), max(slow, fast))
     return predictions[latest] * target / means[latest], (-float('inf'), float('inf'))
+
+
+class _Silent:
+    """A log that keeps nothing (the threshold searches of the rankings that are only timed)."""
+
+    def write(self, line: str) -> None:
+        pass
+
+
+def shared_family(fam: GroupFamily) -> bool:
+    """Whether the family's channels are shared by several matrices (a residual stream, concatenated maps)."""
+    return len(fam.members) > 1
+
+
+def even_scores(norms: torch.Tensor) -> torch.Tensor:
+    """Scores that cut every family to the same fraction: a group's rank by norm within its family (plus its norm
+    over the family's largest, which keeps the order and breaks ties between families) over the family's size."""
+    ranks = torch.empty_like(norms, dtype=torch.float64)
+    ranks[torch.argsort(norms, stable=True)] = torch.arange(len(norms), dtype=torch.float64)
+    relative = norms.double() / norms.double().max().clamp_min(1e-30)
+    return ((ranks + relative) / len(norms)).to(norms.dtype)
+
+
+def ranking_scores(families: list[GroupFamily], norms: dict, ranking: str, costs: dict | None = None) -> dict:
+    """The scores a ranking thresholds: the group norms ('norm'), even_scores ('even'), the same with every shared
+    family scored above every other group, so that it is cut last ('-keep-shared'), or each norm over its
+    family's largest divided by the square root of the FLOPs a group of the family costs (`costs`) over their mean
+    ('norm-per-flop': layers that cost more per channel are cut deeper)."""
+    if ranking == 'norm-per-flop':
+        mean = sum(costs.values()) / len(costs)
+        return {f: n / n.max().clamp_min(1e-30) / (costs[f] / mean) ** 0.5 for f, n in norms.items()}
+    base = {f: (even_scores(n) if ranking.startswith('even') else n) for f, n in norms.items()}
+    if not ranking.endswith('keep-shared'):
+        return base
+    top = max(float(s.max()) for s in base.values()) + 1
+    return {f: (s + top if shared_family(f) else s) for f, s in base.items()}
+
+
+def same_kept(a: dict, b: dict) -> bool:
+    """Whether two allocations keep the same groups of every family."""
+    return all(torch.equal(a[f], b[f]) for f in a)
 
 
 def threshold_candidates(norms: dict) -> list[float]:

@@ -22,8 +22,10 @@ then each method starts from a copy of it and gets the same number of epochs (--
   progressive pruning stops at the first step below half, 0.47 on our ResNets): the two at equal FLOPs, for
   the question whether Hinge's network is as fast as Torch-Pruning's. Needs `tp_magnitude` in --methods.
 - `baseline`: the cached baseline itself.
-Every run's batch size is 64 (--batch-size), the paper's for ResNet-20/56. With --channel_multiple N the rows of
-the automatic plan (`hinge`, `hinge_tp_flops`) keep channel counts that are multiples of N (model_hinge's
+Every run's batch size is 64 (--batch-size), the paper's for ResNet-20/56. The rows of the automatic plan (`hinge`,
+`hinge_tp_flops`) compress with --allocation (model_hinge's allocation; default fastest: the fastest of a few
+rankings of the groups at the target FLOPs, timed at --batch-size on the CPU; norm: the paper's threshold on the
+group norms); with --channel_multiple N they keep channel counts that are multiples of N (model_hinge's
 channel_multiple; the report says so in its scope line).
 
 Every FLOPs and parameter count, including the stopping test of the progressive pruning, is model_hinge.count.
@@ -37,7 +39,7 @@ Torch-Pruning is optional (requirements-bench.txt).
 
     python scripts/compare_peers.py [--nets resnet20 resnet56 resnet18 mobilenet_v2] [--seeds 0 1 2] [--epochs 3]
         [--methods baseline hinge hinge_paper tp_magnitude tp_groupnorm hinge_tp_flops] [--device cpu|cuda]
-        [--threads N] [--channel_multiple N]
+        [--threads N] [--channel_multiple N] [--allocation fastest|norm]
         [--out runs/peers] [--doc docs/peers.md] [--dry-run]
 """
 
@@ -241,8 +243,10 @@ def run_hinge(net: nn.Module, name: str, ctx: dict, plan: str | None = None,
     """Search (at most half the budget) until the would-be ratio is within stop_limit of the target, compress,
     fine-tune for the rest of the budget. `plan`: a hand-written plan's name (None: the automatic plan)."""
     epochs, example = ctx['opts'].epochs, ctx['example']
-    multiple = {} if plan else {'channel_multiple': ctx['opts'].channel_multiple}
-    hinge = model_hinge.Hinge(net, example, plan=plan, ratio=ratio, **hinge_options(name, epochs), **multiple)
+    opts = ctx['opts']
+    automatic = {} if plan else {'channel_multiple': opts.channel_multiple, 'allocation': opts.allocation,
+                                 'latency_batch': opts.batch_size}
+    hinge = model_hinge.Hinge(net, example, plan=plan, ratio=ratio, **hinge_options(name, epochs), **automatic)
     optimizer = sgd(hinge.param_groups(lr=0.1, lr_ratio=0.01), 0.1, 1e-4)
     searched, would_be = 0, hinge.ratio()
     while searched < max(1, epochs // 2) and would_be - ratio > hinge.config.stop_limit:
@@ -253,8 +257,9 @@ def run_hinge(net: nn.Module, name: str, ctx: dict, plan: str | None = None,
     compressed_err = top1_error(small, ctx['test'])
     train(small, ctx['train'], sgd(small.parameters(), 0.1, 1e-4), epochs - searched, (0.5, 0.75),
           epochs + searched + 1)
+    chosen = {key: hinge.report()[key] for key in ('allocation', 'allocations') if key in hinge.report()}
     return small, {'search_epochs': searched, 'would_be_ratio': would_be, 'threshold': hinge.threshold,
-                   'compressed_top1_err': compressed_err}
+                   'compressed_top1_err': compressed_err, **chosen}
 
 
 def ignored_layers(net: nn.Module) -> list[nn.Module]:
@@ -593,6 +598,8 @@ def scope(opts: argparse.Namespace) -> str:
     if opts.channel_multiple != 1:
         missing.append(f"the paper's channel counts (the automatic-plan rows keep multiples of "
                        f'{opts.channel_multiple})')
+    if opts.allocation != 'fastest':
+        missing.append(f'the default allocation of the automatic-plan rows (fastest; this run {opts.allocation})')
     return ('Reduced run, without ' + '; '.join(missing) + '.') if missing else 'The default run.'
 
 
@@ -608,6 +615,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--channel_multiple', type=int, default=1,
                         help='the automatic-plan Hinge rows (hinge, hinge_tp_flops) keep channel counts that are '
                              'multiples of this (model_hinge: channel_multiple; default 1, the paper\'s rule)')
+    parser.add_argument('--allocation', default='fastest', choices=['norm', 'fastest'],
+                        help="the automatic-plan Hinge rows' allocation (model_hinge: allocation; default fastest: "
+                             'the fastest of a few rankings at the same FLOPs, timed at --batch-size; norm: the '
+                             "paper's threshold on the group norms)")
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--threads', type=int, default=None,
                         help="torch CPU threads (default: torch's, one for the dry run, which must bear a busy CPU)")

@@ -134,22 +134,23 @@ def test_missing_torch_pruning_is_refused_in_one_sentence(tmp_path):
     assert not (tmp_path / 'out').exists()
 
 
-def test_channel_multiple_reaches_the_automatic_plan_rows_only(monkeypatch):
+def test_channel_multiple_and_allocation_reach_the_automatic_plan_rows_only(monkeypatch):
     script = load_script(monkeypatch)
     seen = []
 
     class Spy:
         def __init__(self, net, example, plan=None, **options):
-            seen.append((plan, options.get('channel_multiple')))
+            seen.append((plan, *(options.get(k) for k in ('channel_multiple', 'allocation', 'latency_batch'))))
             raise RuntimeError('recorded')
 
     monkeypatch.setattr(script.model_hinge, 'Hinge', Spy)
-    ctx = {'opts': argparse.Namespace(epochs=2, channel_multiple=8), 'example': torch.zeros(1, 3, 32, 32),
-           'reached': {'tp_magnitude': 0.47}}
+    opts = argparse.Namespace(epochs=2, channel_multiple=8, allocation='fastest', batch_size=64)
+    ctx = {'opts': opts, 'example': torch.zeros(1, 3, 32, 32), 'reached': {'tp_magnitude': 0.47}}
     for method in ('hinge', 'hinge_paper', 'hinge_tp_flops'):
         with pytest.raises(RuntimeError, match='recorded'):
             script.RUNNERS[method](None, 'resnet20', ctx)
-    assert seen == [(None, 8), ('Hinge_ResNet_Basic_SVD', None), (None, 8)]
+    assert seen == [(None, 8, 'fastest', 64), ('Hinge_ResNet_Basic_SVD', None, None, None), (None, 8, 'fastest', 64)]
+    assert script.build_parser().parse_args([]).allocation == 'fastest'
 
 
 def test_a_channel_multiple_below_one_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):

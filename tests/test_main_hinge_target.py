@@ -42,6 +42,9 @@ BAD = [
     (f'{DEMO} --decompose_free', '--decompose_free changes the automatic plan of --model Hinge'),
     (f'{DEMO} --decompose_coupled', '--decompose_coupled changes the automatic plan of --model Hinge'),
     (f'{DEMO} --target latency --ratio 0.01', 'leaves 0.'),
+    (f'{DEMO} --allocation fast', "argument --allocation: invalid choice: 'fast'"),
+    (f'{DEMO} --allocation fastest --target latency', '--allocation fastest times rankings of equal FLOPs'),
+    (f'{DEMO} --allocation fastest --legacy_search', 'it needs --target flops and no --legacy_search'),
 ]
 
 
@@ -94,6 +97,17 @@ def test_a_latency_run_reports_its_prediction_and_exports_with_the_same_folds(ti
     assert exported['folded_beyond_plan'] == results['latency_folds']
     program = torch.export.load(tmp_path / 'e' / 'model.pt2').module()
     assert program(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_an_allocation_fastest_run_keeps_the_ranking_its_timer_found_fastest(tiny_demo, tmp_path, fake_timer):
+    runs = tmp_path / 'runs'
+    main_hinge.run(make_args(f'{DEMO} --allocation fastest --latency_batch 8 --dir_save {runs} --cpu --ratio 0.6 '
+                             '--stop_limit 0.4 --epochs 1 --batch_size 16 --save run --print_every 1000'))
+    results = json.loads((runs / 'run' / 'results.json').read_text())
+    timed = results['allocations']
+    assert timed[results['allocation']][1] == min(t for _, t in timed.values())
+    assert all(abs(ratio - 0.6) <= 0.01 for ratio, _ in timed.values())
+    assert f'Fastest allocation: {results["allocation"]}' in (runs / 'run' / 'log.txt').read_text()
 
 
 def test_the_export_folds_the_pairs_that_are_faster_folded_by_default(tiny_demo, tmp_path, fake_timer, monkeypatch):

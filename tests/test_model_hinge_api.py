@@ -1,5 +1,6 @@
 """The Python API: a user's own model and loop, as the README shows it; the same search as the command line."""
 
+import copy
 import dataclasses
 import io
 import warnings
@@ -10,12 +11,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
+from test_model_hinge_latency import FakeTimer
+from test_model_hinge_search import TinyResidual
 
 import main_hinge
 import model_hinge
 from conftest import make_args
 from data import build_data
 from model import build_baseline
+from model_hinge import api
 from utils.io import load_torch
 
 SIZE = 32
@@ -152,6 +156,30 @@ def test_channel_multiple_must_be_a_whole_number_of_at_least_one():
                             (2.5, 'channel_multiple 2.5 must be a whole number')):
         with pytest.raises(ValueError, match=sentence):
             model_hinge.HingeConfig.create(channel_multiple=value)
+
+
+def test_the_fastest_allocation_keeps_the_fastest_ranking_and_times_the_network_compress_returns(monkeypatch):
+    timer = FakeTimer(rest=0.0)
+    monkeypatch.setattr(api, 'DeviceTimer', lambda batch, device, channels_last: timer)
+    torch.manual_seed(0)
+    model = TinyResidual(stream=4, inner=96)
+    baseline = copy.deepcopy(model).eval()
+    hinge = model_hinge.Hinge(model, torch.zeros(1, 3, 8, 8), ratio=0.7, allocation='fastest')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)      # the ratio is reached within 0.01, not 0.001
+        hinge.compress()
+    report = hinge.report()
+    flops_ratio, time_ratio = report['allocations'][report['allocation']]
+    assert time_ratio == min(t for _, t in report['allocations'].values())
+    assert time_ratio == pytest.approx(timer.network(model.eval(), (3, 8, 8)) / timer.network(baseline, (3, 8, 8)))
+    x = torch.zeros(1, 3, 8, 8)
+    assert flops_ratio == pytest.approx(model_hinge.count(model, x)[0] / model_hinge.count(baseline, x)[0], abs=1e-9)
+
+
+def test_the_fastest_allocation_needs_the_flops_target():
+    for options in ({'target': 'latency'}, {'legacy_search': True}):
+        with pytest.raises(ValueError, match="allocation 'fastest' times rankings of equal FLOPs"):
+            model_hinge.HingeConfig.create(allocation='fastest', **options)
 
 
 def test_an_unattainable_ratio_compresses_to_the_closest_one_and_says_so():

@@ -4,16 +4,22 @@ import copy
 
 import pytest
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
+import model_hinge
 from conftest import SMALL, hinge_model, reference_flops, zero_groups
 from model import build_baseline
 from model_hinge import adapter_for
 from model_hinge.core import HingeModel
 from model_hinge.search import (
+    RANKINGS,
     SearchController,
     compression_report,
     initial_layer_weights,
+    ranking_scores,
     search_param_groups,
+    shared_family,
 )
 from model_hinge.surgery import compress
 from utils.io import load_torch, save_torch
@@ -316,3 +322,93 @@ def test_sgd_mode_adds_the_scaled_penalty_to_the_loss_and_pg_mode_does_not():
     pg = SearchHooks(SearchController(hm, args, None))
     assert pg.extra_loss() is None and torch.allclose(pg.c.penalty, torch.tensor([2.0 * 112 / 3, 0.5 * 112 / 3]))
     assert pg.status() == ' / P1: 74.667 / P2: 18.667 / rP: 1.000'
+
+
+class TinyResidual(nn.Module):
+    """A stem and one residual block: the stem and the block's second convolution write one shared stream."""
+
+    def __init__(self, stream: int = 8, inner: int = 16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, stream, 3, padding=1), nn.BatchNorm2d(stream), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(stream, inner, 3, padding=1), nn.BatchNorm2d(inner), nn.ReLU(),
+                                  nn.Conv2d(inner, stream, 3, padding=1), nn.BatchNorm2d(stream))
+        self.head = nn.Linear(stream, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(F.relu(x + self.body(x)).mean((2, 3)))
+
+
+def random_norms(families, seed: int = 0) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    return {f: torch.rand(f.size, generator=generator) for f in families}
+
+
+def test_the_even_ranking_cuts_every_family_to_the_same_fraction_keeping_its_largest_norms():
+    hm, _ = hinge_model(SMALL['Hinge_WIDE_RESNET'])
+    norms = random_norms(hm.families)
+    scores = ranking_scores(hm.families, norms, 'even')
+    for fraction in (0.25, 0.5, 0.75):
+        for f in hm.families:
+            kept = scores[f] > fraction
+            assert abs(int(kept.sum()) - (1 - fraction) * f.size) <= 1
+            assert float(norms[f][kept].min()) > float(norms[f][~kept].max())
+
+
+def test_the_keep_shared_rankings_cut_a_shared_stream_only_after_every_other_group():
+    hinge = model_hinge.Hinge(TinyResidual(), torch.zeros(1, 3, 8, 8))
+    families = hinge.hm.families
+    assert [shared_family(f) for f in families] == [True, False]      # the stream (stem, body.3) and body.0
+    norms = random_norms(families)
+    for ranking in ('norm-keep-shared', 'even-keep-shared'):
+        scores = ranking_scores(families, norms, ranking)
+        assert float(scores[families[0]].min()) > float(scores[families[1]].max())
+        plain = ranking_scores(families, norms, ranking.split('-')[0])
+        assert torch.equal(scores[families[1]], plain[families[1]])
+
+
+def test_the_fastest_allocation_is_the_one_the_timer_finds_fastest_among_those_at_the_target():
+    """The timer here prices the stream's channels ten times the others': the rankings that keep the stream
+    whole must win; every ranking timed reaches the target FLOPs ratio, and none is timed twice. (A narrow stream
+    and a wide inner layer: one inner channel is 1 % of the FLOPs, so the rankings can reach the ratio.)"""
+    torch.manual_seed(0)
+    hinge = model_hinge.Hinge(TinyResidual(stream=4, inner=96), torch.zeros(1, 3, 8, 8), ratio=0.7,
+                              allocation='fastest', remain_percentage=0.1)
+    controller, stream = hinge.controller, hinge.hm.families[0]
+    norms = random_norms(hinge.hm.families)
+    seen = []
+
+    def fake_times(allocations):
+        seen.extend(allocations)
+        return [sum(len(k) * (10 if f is stream else 1) for f, k in kept.items()) / 1000 for kept in allocations]
+
+    chosen = controller.fastest_allocation(norms, ConsoleLog(), fake_times)
+    assert chosen.name.split(' ')[0].endswith('keep-shared')
+    assert {name.split(' ')[0] for name in chosen.timed} <= set(RANKINGS)
+    assert chosen.timed[chosen.name][1] == min(t for _, t in chosen.timed.values())
+    assert all(abs(ratio - 0.7) <= 0.01 for ratio, _ in chosen.timed.values())
+    assert len(seen) == len(chosen.timed)
+    assert len({tuple(tuple(k.tolist()) for k in kept.values()) for kept in seen}) == len(seen)
+    assert len(chosen.kept[stream]) == stream.size
+
+
+def chain(first: int, second: int) -> nn.Sequential:
+    """Two 3x3 convolutions with BatchNorm and ReLU, pooling and a classifier."""
+    return nn.Sequential(nn.Conv2d(3, first, 3, padding=1), nn.BatchNorm2d(first), nn.ReLU(),
+                         nn.Conv2d(first, second, 3, padding=1), nn.BatchNorm2d(second), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(second, 10))
+
+
+def test_flops_per_group_is_what_removing_the_groups_saves_by_an_independent_count():
+    torch.manual_seed(0)
+    model = chain(16, 24)
+    full = reference_flops(model, (3, 8, 8))
+    hinge = model_hinge.Hinge(model, torch.zeros(1, 3, 8, 8))
+    costs = hinge.controller.flops_per_group()
+    first, second = hinge.hm.families
+    assert (first.size, second.size) == (16, 24)
+    assert costs[first] == pytest.approx((full - reference_flops(chain(8, 24), (3, 8, 8))) / 8, rel=0.02)
+    assert costs[second] == pytest.approx((full - reference_flops(chain(16, 12), (3, 8, 8))) / 12, rel=0.02)
+    norms = {f: torch.ones(f.size) for f in hinge.hm.families}
+    scores = ranking_scores(hinge.hm.families, norms, 'norm-per-flop', costs)
+    assert costs[first] > costs[second] and float(scores[first].max()) < float(scores[second].min())

@@ -5,7 +5,8 @@ the times are kept in the run directory (`latency.json`), so a resumed run measu
 torchrun only rank 0 measures and the others receive its times, so every process searches the same threshold.
 The per-epoch ratio of the search and the ratio the threshold search aims at are the latency model's; results
 keep the FLOPs ratio next to it. The threshold search then times the candidate compressed network itself (a few
-measured passes, rank 0 under torchrun) and corrects its aim by the model's error there.
+measured passes, rank 0 under torchrun) and corrects its aim by the model's error there. --allocation fastest
+(with --target flops) times the networks of a few rankings of the groups at the same FLOPs in the same way.
 """
 
 import copy
@@ -17,7 +18,15 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from model_hinge.core import HingeModel
-from model_hinge.latency import CachedTimer, DeviceTimer, LatencyModel, candidate_ratio, fold_pairs, latency_report
+from model_hinge.latency import (
+    CachedTimer,
+    DeviceTimer,
+    LatencyModel,
+    allocation_ratios,
+    candidate_ratio,
+    fold_pairs,
+    latency_report,
+)
 from model_hinge.plan import Insertion
 from model_hinge.search import SearchController
 from utils.distributed import World
@@ -67,6 +76,24 @@ def candidate_measure(args: Namespace, hm: HingeModel, latency: LatencyModel | N
         return value[0]
 
     return measure
+
+
+def allocation_timing(args: Namespace, hm: HingeModel, device: torch.device, world: World):
+    """What --allocation fastest times the rankings with (None with norm): their deployable networks, folded as the
+    export folds them, at --latency_batch on the run's device, channels last, against the baseline. Under torchrun
+    rank 0 times them and every process receives its numbers, so all keep the same groups."""
+    if args.allocation != 'fastest':
+        return None
+    timer = DeviceTimer(args.latency_batch, device, channels_last=True)
+    fold = export_merge(args) == 'cheaper'
+
+    def time_allocations(allocations: list[dict]) -> list[float]:
+        value = [allocation_ratios(hm, allocations, timer, fold) if world.main else []]
+        if world.distributed:
+            dist.broadcast_object_list(value, src=0)
+        return value[0]
+
+    return time_allocations
 
 
 def save_times(latency: LatencyModel | None, world: World) -> None:
