@@ -578,6 +578,10 @@ def detail_text(run: dict) -> str:
     if 'search_epochs' in run:
         words.append(f'{run["search_epochs"]} search epochs (would-be ratio {run["would_be_ratio"]:.3f}), error '
                      f'{run["compressed_top1_err"]:.2f} % right after compression')
+    if 'allocation' in run:
+        fastest = run['allocations'][run['allocation']]
+        words.append(f'allocation {run["allocation"]} (the fastest of {len(run["allocations"])} timed: '
+                     f'{fastest[1]:.3f} of the baseline\'s time at FLOPs ratio {fastest[0]:.3f})')
     if 'pruning_steps' in run:
         words.append(f'{run["pruning_steps"]} pruning steps')
     return ', '.join(words)
