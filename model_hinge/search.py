@@ -4,7 +4,9 @@ Per batch: the group penalty (one term per role), its annealing, the gradient-ra
 proximal step, each vectorised over all layers. Per epoch: the FLOPs ratio the network would have if
 compressed now (in the merged view where the plan merges), from channel counts alone. At the end: the
 threshold search and the compression report. With config.target 'latency' the ratio the search aims at is
-that of a LatencyModel (latency.py: measured per-layer times of the deployable network) instead of FLOPs.
+that of a LatencyModel (latency.py: measured per-layer times of the deployable network) instead of FLOPs. With
+config.allocation 'fastest' the threshold search thresholds a few rankings of the groups to the FLOPs ratio and
+keeps the one whose network runs fastest when timed (fastest_allocation).
 """
 
 import statistics
