@@ -190,8 +190,10 @@ class Hinge:
         return self.model
 
     def _time_allocations(self, fold: str):
-        """What allocation 'fastest' times candidate allocations with: on the model's device and in its layout, at
-        latency_batch (default the example's batch size), folded as compress() folds."""
+        """What allocation 'fastest' times candidate allocations with (None for 'norm'): on the model's device and in
+        its layout, at latency_batch (default the example's batch size), folded as compress() folds."""
+        if self.config.allocation != 'fastest':
+            return None
         timer = DeviceTimer(self.timing_batch, next(self.model.parameters()).device, uses_channels_last(self.model))
         return lambda allocations: allocation_ratios(self.hm, allocations, timer, fold == 'cheaper')
 
