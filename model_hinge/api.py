@@ -32,20 +32,10 @@ from model_hinge.latency import (
 )
 from model_hinge.plan import Plan
 from model_hinge.registry import NAMES, adapter_for, is_hinge
-from model_hinge.search import SearchController, initial_layer_weights, search_param_groups
+from model_hinge.search import Messages, SearchController, initial_layer_weights, search_param_groups
 from model_hinge.surgery import load_state
 
 FORMAT = 'hinge-compressed/1'
-
-
-class Messages:
-    """Collects the threshold search's log lines (the API has no run log)."""
-
-    def __init__(self):
-        self.lines: list[str] = []
-
-    def write(self, line: str) -> None:
-        self.lines.append(line)
 
 
 def resolve_plan(model: nn.Module, example: torch.Tensor, plan: Plan | str | None) -> Plan:
@@ -166,8 +156,7 @@ class Hinge:
         allocation = self.controller.allocate(norms, self.messages, measure, self._time_allocations(fold))
         self.threshold = allocation.threshold
         kept = allocation.kept
-        self.outcome['searched_ratio'] = (self.controller.target_ratio(norms, self.threshold) if not allocation.timed
-                                          else self.controller.ratio_of_kept(kept))
+        self.outcome['searched_ratio'] = allocation.ratio
         if allocation.timed:
             self.outcome.update(allocation=allocation.name, allocations=allocation.timed)
         counts = torch.tensor([len(kept[fam]) for fam in self.hm.families])

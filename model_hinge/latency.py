@@ -527,13 +527,19 @@ def fresh_timer(model: LatencyModel) -> Timer:
     return model.timer.timer if isinstance(model.timer, CachedTimer) else model.timer
 
 
+def compressed_copy(hm: HingeModel, kept: dict) -> HingeModel:
+    """A copy of `hm` compressed to `kept` (groups per `hm` family); `hm` is not changed."""
+    candidate = copy.deepcopy(hm)
+    candidate.compress({c: kept[f] for f, c in zip(hm.families, candidate.families, strict=True)})
+    return candidate
+
+
 def candidate_ratio(hm: HingeModel, model: LatencyModel, kept: dict, fold: bool) -> float:
     """The measured time of the deployable network that compressing `hm` to `kept` (groups per family) gives, its
     pairs folded as compression folds them (with `fold`, those the model finds faster folded), as a fraction of
     the baseline's time measured with it (timed afresh, in turn, paired round by round); `hm` is not changed."""
     counts = torch.tensor([len(kept[f]) for f in hm.families])
-    candidate = copy.deepcopy(hm)
-    candidate.compress({c: kept[f] for f, c in zip(hm.families, candidate.families, strict=True)})
+    candidate = compressed_copy(hm, kept)
     fold_pairs(candidate, model.folds_that_pay(counts) if fold else [])
     return fresh_timer(model).relative([baseline_network(hm), candidate.net], hm.input_dim)[1]
 
@@ -545,8 +551,7 @@ def allocation_ratios(hm: HingeModel, allocations: list[dict], timer: Timer, fol
     round. `hm` is not changed."""
     nets = []
     for kept in allocations:
-        candidate = copy.deepcopy(hm)
-        candidate.compress({c: kept[f] for f, c in zip(hm.families, candidate.families, strict=True)})
+        candidate = compressed_copy(hm, kept)
         if fold_cheaper:
             candidate.merge_where_cheaper()
         elif candidate.plan.merges:

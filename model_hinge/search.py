@@ -38,12 +38,13 @@ VECTOR_MULTIPLE = 8  # allocation 'fastest' also tries widths rounded up to mult
 @dataclass
 class Allocation:
     """The groups that survive (`kept`, per family): those whose score (the group norm, or another ranking's)
-    reaches `threshold`; with allocation 'fastest', every allocation timed as name -> (FLOPs ratio, measured time
-    ratio) in `timed`."""
+    reaches `threshold`, and the ratio of the target they give; with allocation 'fastest', every allocation timed
+    as name -> (FLOPs ratio, measured time ratio) in `timed`."""
 
     name: str
     threshold: float
     kept: dict
+    ratio: float
     timed: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
@@ -300,7 +301,7 @@ class SearchController:
         (fastest_allocation; `time_allocations` maps a list of kept groups per family to measured time ratios)."""
         if self.config.allocation == 'norm':
             threshold = self.threshold_for_ratio(norms, log, measure)
-            return Allocation('norm', threshold, self.kept(norms, threshold))
+            return Allocation('norm', threshold, self.kept(norms, threshold), self.target_ratio(norms, threshold))
         if time_allocations is None:
             raise HingeError("allocation 'fastest' times the networks of several rankings and this search was given "
                              "no timer; pass time_allocations or use allocation 'norm'.")
@@ -312,30 +313,30 @@ class SearchController:
         or as close as the norms) timed together, and the fastest kept. They differ in how the cut spreads over the
         layers, which FLOPs do not price: a residual stream cut in every block it spans, or a layer left one channel
         past a step of the hardware's vector width, can make equal FLOPs slower."""
-        target, quiet, costs = self.config.ratio, _Silent(), self.flops_per_group()
+        target, costs = self.config.ratio, self.flops_per_group()
         multiples = [self.config.channel_multiple] + ([VECTOR_MULTIPLE] if self.config.channel_multiple == 1 else [])
-        reached: list[tuple[Allocation, float]] = []
+        reached: list[Allocation] = []
         for ranking in RANKINGS:
             scores = ranking_scores(self.hm.families, norms, ranking, costs)
             for multiple in multiples:
                 name = ranking if multiple == self.config.channel_multiple else f'{ranking} x{multiple}'
-                threshold = self.search_threshold(scores, target, quiet, multiple)
+                threshold = self.search_threshold(scores, target, Messages(), multiple)
                 kept = self.kept(scores, threshold, multiple)
-                reached.append((Allocation(name, threshold, kept), self.ratio_of_kept(kept)))
-        slack = max(ALLOCATION_TOLERANCE, abs(reached[0][1] - target))
-        timed: list[tuple[Allocation, float]] = []
-        for allocation, ratio in reached:
-            if abs(ratio - target) <= slack and not any(same_kept(allocation.kept, a.kept) for a, _ in timed):
-                timed.append((allocation, ratio))
-        times = time_allocations([a.kept for a, _ in timed])
-        figures = {a.name: (ratio, t) for (a, ratio), t in zip(timed, times, strict=True)}
+                reached.append(Allocation(name, threshold, kept, self.ratio_of_kept(kept)))
+        slack = max(ALLOCATION_TOLERANCE, abs(reached[0].ratio - target))
+        timed: list[Allocation] = []
+        for allocation in reached:
+            if abs(allocation.ratio - target) <= slack and not any(same_kept(allocation.kept, a.kept) for a in timed):
+                timed.append(allocation)
+        times = time_allocations([a.kept for a in timed])
+        figures = {a.name: (a.ratio, t) for a, t in zip(timed, times, strict=True)}
         for name, (ratio, t) in figures.items():
             log.write(f'Allocation {name}: FLOPs ratio {ratio:.4f}, measured time ratio {t:.4f}.')
-        best = min((a for a, _ in timed), key=lambda a: figures[a.name][1])
+        best = min(timed, key=lambda a: figures[a.name][1])
         log.write(f'Fastest allocation: {best.name} (threshold {best.threshold:2.8f} on its scores).')
-        if abs(figures[best.name][0] - target) > THRESHOLD_TOLERANCE:
+        if abs(best.ratio - target) > THRESHOLD_TOLERANCE:
             log.write(f'The ratio {target} is not attainable within {THRESHOLD_TOLERANCE} by the fastest allocation '
-                      f'(channels come in coarser steps here); it reaches {figures[best.name][0]:.4f}.')
+                      f'(channels come in coarser steps here); it reaches {best.ratio:.4f}.')
         best.timed = figures
         return best
 
@@ -501,11 +502,14 @@ def measured_aim(means: dict[float, float], predictions: dict[float, float], lat
     return predictions[latest] * target / means[latest], (-float('inf'), float('inf'))
 
 
-class _Silent:
-    """A log that keeps nothing (the threshold searches of the rankings that are only timed)."""
+class Messages:
+    """A log that collects its lines (the API's threshold search; the rankings allocation 'fastest' only times)."""
+
+    def __init__(self):
+        self.lines: list[str] = []
 
     def write(self, line: str) -> None:
-        pass
+        self.lines.append(line)
 
 
 def shared_family(fam: GroupFamily) -> bool:
