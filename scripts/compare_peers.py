@@ -31,9 +31,10 @@ channel_multiple; the report says so in its scope line).
 Every FLOPs and parameter count, including the stopping test of the progressive pruning, is model_hinge.count.
 Torch-Pruning does not see the zero-padding shortcut of option A (its width follows the input's), so on our
 ResNets the convolutions that write the residual channels (the stem and every block's second convolution) are
-left to it unpruned; it prunes the inner channels of every block. Throughput is timed once every seed ran, the
-methods' networks taking turns in each round (a shared machine's slow and fast spells fall on every row alike),
-every network channels last (weights and batch: the layout they train in here, whatever layout it was left in).
+left to it unpruned; it prunes the inner channels of every block. Throughput is timed once every seed ran, every
+seed's network of every method taking turns in each round (a shared machine's slow and fast spells fall on every
+row alike), every network channels last (weights and batch: the layout they train in here, whatever layout it was
+left in); a method's speed against Torch-Pruning pairs each seed's network with Torch-Pruning's of that seed.
 A method that fails on a network (Torch-Pruning on shufflenet_v2: ZeroDivisionError) becomes a row note.
 Torch-Pruning is optional (requirements-bench.txt).
 
@@ -349,22 +350,22 @@ def channels_last_batch(batch: int) -> torch.Tensor:
     return torch.randn(batch, *INPUT).contiguous(memory_format=torch.channels_last)
 
 
-def interleaved_throughput(nets: dict[str, nn.Module], dry: bool) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Images/s on the CPU of each network at batch 1 and 64, eager and as a torch.export program (dynamic batch),
-    and each other network's speed against the REFERENCE method's network (when it ran) in the same way. Every
-    network runs channels last (its weights and the batch; the layout they trained in and the faster one here,
-    whereas a cached baseline loads contiguous). The networks take turns within every round, so a slow or fast
-    spell of a shared machine falls on all rows alike; a rate is the median over the rounds, a speed against the
-    reference the median of the ratios within a round."""
+def interleaved_throughput(nets: dict[tuple[str, int], nn.Module], dry: bool) -> tuple[dict, dict]:
+    """Images/s on the CPU of each (method, seed) network at batch 1 and 64, eager and as a torch.export program
+    (dynamic batch), and each network's speed against the REFERENCE method's network of the same seed (when it
+    ran) in the same way. Every network runs channels last (its weights and the batch; the layout they trained in
+    and the faster one here, whereas a cached baseline loads contiguous). The networks take turns within every
+    round, so a slow or fast spell of a shared machine falls on all rows alike; a rate is the median over the
+    rounds, a speed against the reference the median of the ratios within a round."""
     programs = {}
     example = channels_last_batch(2)
-    for name, net in nets.items():
+    for key, net in nets.items():
         net = copy.deepcopy(net).cpu().eval().to(memory_format=torch.channels_last)
-        programs[name, 'eager'] = net
-        programs[name, 'export'] = to_program(net, example).module()
+        programs[key, 'eager'] = net
+        programs[key, 'export'] = to_program(net, example).module()
     rounds, calls = (1, 2) if dry else (15, 10)
-    rates = {name: {} for name in nets}
-    against = {name: {} for name in nets if name != REFERENCE and REFERENCE in nets}
+    rates = {key: {} for key in nets}
+    against = {key: {} for key in nets if key[0] != REFERENCE and (REFERENCE, key[1]) in nets}
     with torch.inference_mode():
         for batch in (1, 64):
             x, n = channels_last_batch(batch), calls if batch == 1 else max(1, calls // 5)
@@ -374,11 +375,22 @@ def interleaved_throughput(nets: dict[str, nn.Module], dry: bool) -> tuple[dict[
             for _ in range(rounds):
                 for key, run in programs.items():
                     times[key].append(forward_seconds(run, x, n))
-            for (name, kind), seconds in times.items():
-                rates[name][f'{kind}_b{batch}'] = batch / statistics.median(seconds)
-                if name in against:
-                    against[name][f'{kind}_b{batch}'] = paired_ratios([seconds, times[REFERENCE, kind]])[1]
+            for (key, kind), seconds in times.items():
+                rates[key][f'{kind}_b{batch}'] = batch / statistics.median(seconds)
+                if key in against:
+                    reference = times[(REFERENCE, key[1]), kind]
+                    against[key][f'{kind}_b{batch}'] = paired_ratios([seconds, reference])[1]
     return rates, against
+
+
+def over_seeds(runs: list[dict], key: str) -> tuple[dict, dict]:
+    """The median over the runs that hold `key` of each of its values, and their [min, max]."""
+    values = [run[key] for run in runs if key in run]
+    if not values:
+        return {}, {}
+    medians = {name: statistics.median(v[name] for v in values) for name in values[0]}
+    ranges = {name: [min(v[name] for v in values), max(v[name] for v in values)] for name in values[0]}
+    return medians, ranges
 
 
 def one_run(name: str, method: str, seed: int, ctx: dict, base: nn.Module, base_info: dict) -> tuple[nn.Module, dict]:
@@ -419,7 +431,7 @@ def compare_net(name: str, ctx: dict) -> list[dict]:
     rows = {m: {'net': name, 'method': m, 'runs': [], 'note': ''} for m in opts.methods}
     if 'hinge_paper' in rows and not our_depth(name):
         rows['hinge_paper']['note'] = f'no hand-written plan ({PAPER_PLAN} is for our ResNets)'
-    timed = {}  # the first seed's network of each method, timed together once every seed ran
+    timed = {}  # every seed's network of each method, timed together once every seed ran
     for seed in opts.seeds:
         ctx['train'], ctx['test'] = load_data(opts, seed, ctx['device'])
         ctx['test_images'] = ctx['test'].num_samples
@@ -441,14 +453,18 @@ def compare_net(name: str, ctx: dict) -> list[dict]:
             print(f'ratio {values["flops_ratio"]:.3f}, top-1 error {values["top1_err"]:.2f} %', flush=True)
             row['runs'].append(values)
             ctx['reached'][method] = values['flops_ratio']
-            timed.setdefault(method, net)
+            timed[method, seed] = net
     rates, against = interleaved_throughput(timed, opts.dry_run)
-    for method in timed:
-        rows[method]['throughput'] = rates[method]
-        if method in against:
-            rows[method]['speed_vs_reference'] = against[method]
-    for row in rows.values():
+    for method, row in rows.items():
+        for run in row['runs']:
+            run['throughput'] = rates[method, run['seed']]
+            if (method, run['seed']) in against:
+                run['speed_vs_reference'] = against[method, run['seed']]
         row['summary'] = summarise(row['runs'])
+        if row['runs']:
+            row['throughput'] = over_seeds(row['runs'], 'throughput')[0]
+        if any('speed_vs_reference' in run for run in row['runs']):
+            row['speed_vs_reference'], row['speed_vs_reference_range'] = over_seeds(row['runs'], 'speed_vs_reference')
     return list(rows.values())
 
 
@@ -497,10 +513,10 @@ def report(result: dict) -> str:
              f'seeds; {result["epochs"]} epochs leave every network far from converged, so the rows compare the '
              'methods at an equal budget, not with published errors. Wall time: the method (training, search or '
              'sparse training, pruning, fine-tuning; the baseline: its training), mean over seeds. Throughput: '
-             "images/s on the CPU of the first seed's network, batch 1 and 64, eager and as a torch.export program, "
-             'every network channels last (weights and batch); '
-             "one network's rows take turns with the others' in every round, and each value is the median over the "
-             'rounds.', '',
+             'images/s on the CPU, batch 1 and 64, eager and as a torch.export program, every network channels last '
+             "(weights and batch); every seed's network takes turns with all the others in every round, each "
+             "network's rate is the median over the rounds, and the table gives the median over the seeds' "
+             'networks.', '',
              '| network | method | seeds | FLOPs ratio | params ratio | top-1 error (%) | wall time (s) | '
              'b=1 eager | b=1 export | b=64 eager | b=64 export | note |', '|' + '---|' * 12]
     lines += [table_line(row) for row in result['rows']]
@@ -512,18 +528,20 @@ def report(result: dict) -> str:
 
 
 def speed_table(rows: list[dict]) -> list[str]:
-    """The speed of each first-seed network against the REFERENCE method's, paired within rounds (none when the
-    reference did not run)."""
+    """The speed of each method's networks against the REFERENCE method's network of the same seed, paired within
+    rounds: the median over the seeds, and their range (none when the reference did not run)."""
     paired = [row for row in rows if 'speed_vs_reference' in row]
     if not paired:
         return []
-    lines = ['', f'Speed against {REFERENCE} (the same timing rounds as the table; in every round, its time over '
-             "the network's, then the median over the rounds: above 1 is faster; a slow spell of the machine that "
-             'spans a round cancels out):', '', '| network | method | b=1 eager | b=1 export | b=64 eager | '
-             'b=64 export |', '|' + '---|' * 6]
+    lines = ['', f'Speed against {REFERENCE} (the same timing rounds as the table; in every round, the time of its '
+             "network of the same seed over the network's, then the median over the rounds: above 1 is faster, and "
+             'a slow spell of the machine that spans a round cancels out; the median over the seeds, their range '
+             'in parentheses):', '', '| network | method | b=1 eager | b=1 export | b=64 eager | b=64 export |',
+             '|' + '---|' * 6]
     for row in paired:
-        speed = row['speed_vs_reference']
-        cells = [f'{speed[k]:.2f}x' for k in ('eager_b1', 'export_b1', 'eager_b64', 'export_b64')]
+        speed, spread = row['speed_vs_reference'], row['speed_vs_reference_range']
+        cells = [f'{speed[k]:.2f}x' + (f' ({spread[k][0]:.2f}–{spread[k][1]:.2f})' if len(row['runs']) > 1 else '')
+                 for k in ('eager_b1', 'export_b1', 'eager_b64', 'export_b64')]
         lines.append(f'| {row["net"]} | {row["method"]} | {" | ".join(cells)} |')
     return lines
 
@@ -584,6 +602,9 @@ def detail_text(run: dict) -> str:
                      f'{fastest[1]:.3f} of the baseline\'s time at FLOPs ratio {fastest[0]:.3f})')
     if 'pruning_steps' in run:
         words.append(f'{run["pruning_steps"]} pruning steps')
+    if 'speed_vs_reference' in run:
+        words.append(f'{run["speed_vs_reference"]["export_b64"]:.2f}x the speed of {REFERENCE} on this seed '
+                     '(b=64 export)')
     return ', '.join(words)
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -69,6 +70,7 @@ def test_dry_run_reports_every_method_against_one_counter(tmp_path, shared, monk
         assert 'speed_vs_reference' not in rows['tp_magnitude']
         for method in set(methods) - {'tp_magnitude'}:
             assert set(rows[method]['speed_vs_reference']) == set(rows[method]['throughput']), method
+            assert rows[method]['runs'][0]['speed_vs_reference'] == rows[method]['speed_vs_reference'], method
         assert 'Speed against tp_magnitude' in stdout and '| resnet8 | hinge_tp_flops | ' in stdout
     widths = rows['baseline']['runs'][0]['conv_widths']
     assert widths == [m.out_channels for m in script.build_net('resnet8', 0).modules() if isinstance(m, nn.Conv2d)]
@@ -89,8 +91,39 @@ def test_every_network_is_timed_channels_last_whatever_layout_training_left(monk
     monkeypatch.setattr(script, 'forward_seconds', record)
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
     trained = copy.deepcopy(plain).to(memory_format=torch.channels_last)
-    script.interleaved_throughput({'baseline': plain, 'tp_magnitude': trained}, dry=True)
+    script.interleaved_throughput({('baseline', 0): plain, ('tp_magnitude', 0): trained}, dry=True)
     assert seen and all(batch and weights for batch, weights in seen)
+
+
+def test_each_seed_is_timed_against_the_reference_network_of_the_same_seed(monkeypatch):
+    """Every seed's network is timed, and its speed is the reference's time on the same seed over its own: with
+    fixed times (reference 2 s and 4 s, hinge 1 s and 4 s) the speeds are 2 and 1, their median 1.5 and their
+    range 1 to 2; rates are images over the time."""
+    script = load_script(monkeypatch)
+    monkeypatch.setattr(script, 'forward_seconds', lambda run, x, calls: run.time)
+    monkeypatch.setattr(script, 'to_program', lambda net, example: SimpleNamespace(module=lambda: net))
+    nets = {('tp_magnitude', 0): Timed(2.0), ('tp_magnitude', 1): Timed(4.0), ('hinge', 0): Timed(1.0),
+            ('hinge', 1): Timed(4.0)}
+    rates, against = script.interleaved_throughput(nets, dry=True)
+    assert set(against) == {('hinge', 0), ('hinge', 1)}
+    assert against['hinge', 0]['export_b64'] == pytest.approx(2.0)
+    assert against['hinge', 1]['eager_b1'] == pytest.approx(1.0)
+    assert rates['tp_magnitude', 1]['eager_b64'] == pytest.approx(64 / 4.0)
+    runs = [{'speed': {'b': 2.0}}, {'speed': {'b': 1.0}}, {'speed': {'b': 1.5}}, {}]
+    assert script.over_seeds(runs, 'speed') == ({'b': 1.5}, {'b': [1.0, 2.0]})
+    assert script.over_seeds([{}], 'speed') == ({}, {})
+
+
+class Timed(nn.Module):
+    """A network whose forward pass a test times at a fixed number of seconds."""
+
+    def __init__(self, time: float):
+        super().__init__()
+        self.time = time
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
 
 
 def test_each_report_keeps_its_own_values_file(tmp_path, monkeypatch):
