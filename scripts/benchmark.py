@@ -18,15 +18,20 @@ With `--target latency`, the latency section instead compresses ResNet-20/56 wit
 target 'flops' at --ratio and times the exported programs at --latency_batch against the baselines'
 (scripts/benchmark_target.py; section `latency-target`).
 
+`--section widths` (not part of `all`) times, at Torch-Pruning's FLOPs on our ResNet-20/56, every allocation of
+the blocks' inner widths from a grid against Torch-Pruning's network (scripts/benchmark_widths.py; section
+`widths`).
+
 With `--original PATH` (a checkout of the original code, ofsoundof/group_sparsity) the script instead measures
 both codes side by side on real data (scripts/benchmark_original.py: its options, shims and method) and writes
 the section `original`.
 
-    python scripts/benchmark.py [--section stages|latency|all] [--device cpu|cuda] [--out docs/benchmark.md]
+    python scripts/benchmark.py [--section stages|latency|widths|all] [--device cpu|cuda] [--out docs/benchmark.md]
     python scripts/benchmark.py --original PATH --data DIR [--depths 20 56 164] [--batch_sizes 64 128] ...
       stages:  [--depth 56] [--batch_size 128] [--precision single|bf16]
       latency: [--size paper|small] [--models NAME ...] [--latency_batch 256] [--repeat 5] [--ratio 0.5]
                [--target flops|latency]
+      widths:  --device cpu [--latency_batch 64] [--repeat 25] [--threads N]
 """
 
 import argparse
@@ -375,7 +380,7 @@ def main() -> None:
         side_by_side(sys.argv[1:])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--section', default='all', choices=['stages', 'latency', 'all'])
+    parser.add_argument('--section', default='all', choices=['stages', 'latency', 'widths', 'all'])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--depth', type=int, default=56)
     parser.add_argument('--batch_size', type=int, default=128)
@@ -403,6 +408,13 @@ def main() -> None:
 
         text = replace_section(text, 'latency-target', benchmark_target.target_section(opts, device,
                                                                                         machine_line(device)))
+        save_text(text, out)
+        print(text)
+        return
+    if opts.section == 'widths':
+        import benchmark_widths
+
+        text = replace_section(text, 'widths', benchmark_widths.widths_section(opts, device, machine_line(device)))
         save_text(text, out)
         print(text)
         return
