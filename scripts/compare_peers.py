@@ -92,7 +92,8 @@ DRY = dict(images=16, batch=8, epochs=2)
 # The default budget: one epoch of ResNet-20/56, resnet18, mobilenet_v2 took 23/123/52/35 s with one thread on the
 # shared 2-core machine while others ran (load 3-7). With 4 trainings of E epochs per network and seed, the pruning
 # loops, evaluations and throughput, E = 3 makes the default run (4 networks, 3 seeds) about 2.8 h at those speeds
-# and, at about 3x (idle, 2 threads), about an hour on 2 idle cores: an estimate, no idle hour was there to time it.
+# and, at about 3x (idle, 2 threads), about an hour on 2 idle cores: 63 and 75 min measured (2026-12-07, baselines
+# cached, every seed's network timed in the second).
 DEFAULT_EPOCHS = 3
 
 
@@ -635,7 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--seeds', nargs='+', type=int, default=None, help='default 0 1 2 (the dry run: 0)')
     parser.add_argument('--epochs', type=int, default=None,
                         help=f'budget per method and per baseline (default {DEFAULT_EPOCHS}: the default run in '
-                             f'about an hour on 2 idle cores; the dry run: {DRY["epochs"]}, one per stage)')
+                             'about an hour and a quarter on 2 idle cores; the dry run: '
+                             f'{DRY["epochs"]}, one per stage)')
     parser.add_argument('--batch-size', type=int, default=64)
     parser.add_argument('--channel_multiple', type=int, default=1,
                         help='the automatic-plan Hinge rows (hinge, hinge_tp_flops) keep channel counts that are '
