@@ -27,7 +27,7 @@ def _inputs() -> torch.Tensor:
 
 
 def _worker(rank: int, size: int, folder: str) -> None:
-    torch.set_num_threads(1)        # forked: the parent's OpenMP threads do not exist here
+    torch.set_num_threads(1)        # two processes on a small machine
     dist.init_process_group('gloo', init_method=f'file://{folder}/rendezvous', rank=rank, world_size=size)
     net, world = _net(), World(rank, size, rank)
     global_batchnorm(net, world)
@@ -41,7 +41,8 @@ def _worker(rank: int, size: int, folder: str) -> None:
 
 
 def test_global_batchnorm_and_ddp_compute_what_one_process_computes_on_the_whole_batch(tmp_path):
-    mp.start_processes(_worker, args=(2, str(tmp_path)), nprocs=2, start_method='fork')   # not a fresh start each
+    # spawned: a forked child of a process that has run autograd (another test in this worker) cannot use autograd
+    mp.start_processes(_worker, args=(2, str(tmp_path)), nprocs=2, start_method='spawn')
     net = _net()
     out = net(_inputs())
     (out.pow(2).sum() / 7).backward()
