@@ -462,10 +462,10 @@ def compare_net(name: str, ctx: dict) -> list[dict]:
             if (method, run['seed']) in against:
                 run['speed_vs_reference'] = against[method, run['seed']]
         row['summary'] = summarise(row['runs'])
-        if row['runs']:
-            row['throughput'] = over_seeds(row['runs'], 'throughput')[0]
-        if any('speed_vs_reference' in run for run in row['runs']):
-            row['speed_vs_reference'], row['speed_vs_reference_range'] = over_seeds(row['runs'], 'speed_vs_reference')
+        row['throughput'] = over_seeds(row['runs'], 'throughput')[0]
+        speed, spread = over_seeds(row['runs'], 'speed_vs_reference')
+        if speed:
+            row['speed_vs_reference'], row['speed_vs_reference_range'] = speed, spread
     return list(rows.values())
 
 
@@ -541,7 +541,8 @@ def speed_table(rows: list[dict]) -> list[str]:
              '|' + '---|' * 6]
     for row in paired:
         speed, spread = row['speed_vs_reference'], row['speed_vs_reference_range']
-        cells = [f'{speed[k]:.2f}x' + (f' ({spread[k][0]:.2f}–{spread[k][1]:.2f})' if len(row['runs']) > 1 else '')
+        several = sum('speed_vs_reference' in run for run in row['runs']) > 1
+        cells = [f'{speed[k]:.2f}x' + (f' ({spread[k][0]:.2f}–{spread[k][1]:.2f})' if several else '')
                  for k in ('eager_b1', 'export_b1', 'eager_b64', 'export_b64')]
         lines.append(f'| {row["net"]} | {row["method"]} | {" | ".join(cells)} |')
     return lines
