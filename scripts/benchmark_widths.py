@@ -7,7 +7,7 @@ in docs/peers.md, 0.47 of the FLOPs). Here every allocation that also keeps the 
 of each stage one inner width from GRID is built (the automatic plan's network compressed to those widths and
 merged, as Hinge compresses), the allocations within FLOPS_TOLERANCE of the reference's FLOPs ratio are kept, and
 all of them and the reference are timed together: eager, channels last (weights and batch), at --latency_batch,
-in a fresh random order in each of --repeat rounds. A network's speed is the median over the rounds of the
+in turn in each of --repeat rounds (latency.round_seconds). A network's speed is the median over the rounds of the
 reference's time over its own in the round. Hinge's allocation 'fastest' chooses among networks like these, so
 the fastest of them bounds what an allocation that keeps the streams whole gains over Torch-Pruning's network at
 its FLOPs on this machine.
@@ -16,19 +16,17 @@ its FLOPs on this machine.
 import argparse
 import copy
 import itertools
-import random
 import re
 import sys
 import time
 
 import torch
 import torch.nn as nn
+from compare_peers import build_net
 
-import option
-from model import resnet
 from model_hinge import auto_plan, count
 from model_hinge.core import HingeModel
-from model_hinge.latency import paired_ratios
+from model_hinge.latency import paired_ratios, round_seconds
 
 DEPTHS = (20, 56)
 REFERENCE = (7, 15, 31)
@@ -38,16 +36,9 @@ INPUT = (3, 32, 32)
 INNER = re.compile(r'features\.(\d)\.\d+\.body\.0\.1\.weight')   # A after a block's first convolution
 
 
-def our_resnet(depth: int) -> nn.Module:
-    """Our CIFAR ResNet with option-A shortcuts, freshly initialised (the speed does not depend on the values)."""
-    torch.manual_seed(0)
-    return resnet.build(option.parse_args(['--template', 'CIFAR10', '--model', 'ResNet', '--depth', str(depth),
-                                           '--downsample_type', 'A']))
-
-
 def converted(depth: int) -> HingeModel:
     """Our ResNet of this depth with the automatic plan's matrices inserted (built once, copied per allocation)."""
-    net = our_resnet(depth)
+    net = build_net(f'resnet{depth}', 0)
     return HingeModel(net, auto_plan(net, torch.zeros(1, *INPUT)), INPUT, 'p-identity')
 
 
@@ -69,7 +60,7 @@ def equal_flops_allocations(depth: int) -> dict[tuple[int, ...], tuple[nn.Module
     """The reference and every GRID allocation within FLOPS_TOLERANCE of its FLOPs ratio: widths -> (network,
     FLOPs ratio)."""
     example = torch.zeros(1, *INPUT)
-    baseline = count(our_resnet(depth), example)[0]
+    baseline = count(build_net(f'resnet{depth}', 0), example)[0]
     template = converted(depth)
     found = {}
     for widths in [REFERENCE, *itertools.product(*GRID)]:
@@ -82,22 +73,12 @@ def equal_flops_allocations(depth: int) -> dict[tuple[int, ...], tuple[nn.Module
 
 def speeds(nets: dict[tuple[int, ...], nn.Module], batch: int, rounds: int) -> dict[tuple[int, ...], float]:
     """Each network's speed against the reference's: the median over the rounds of the reference's time over its
-    own, the networks running in a fresh random order in every round."""
+    own, the networks called in turn in every round."""
     x = torch.randn(batch, *INPUT).contiguous(memory_format=torch.channels_last)
-    order, times = list(nets), {key: [] for key in nets}
-    generator = random.Random(0)
+    keys = [REFERENCE] + [key for key in nets if key != REFERENCE]
     with torch.inference_mode():
-        for net in nets.values():
-            net(x)
-        for _ in range(rounds):
-            generator.shuffle(order)
-            for key in order:
-                start = time.perf_counter()
-                nets[key](x)
-                times[key].append(time.perf_counter() - start)
-    keys = [key for key in nets if key != REFERENCE]
-    ratios = paired_ratios([times[REFERENCE]] + [times[key] for key in keys])[1:]
-    return {key: 1 / ratio for key, ratio in zip(keys, ratios, strict=True)}
+        times = round_seconds([lambda net=nets[key]: net(x) for key in keys], torch.device('cpu'), rounds)
+    return {key: 1 / ratio for key, ratio in zip(keys[1:], paired_ratios(times)[1:], strict=True)}
 
 
 def widths_section(opts: argparse.Namespace, device: torch.device, machine: str) -> list[str]:
